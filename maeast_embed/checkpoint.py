@@ -1,0 +1,209 @@
+"""Checkpoints: safe loading, the official fairseq layout in and out, named models and a cache."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import pickle
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ModelConfig
+from .errors import CheckpointError, ConfigError
+from .model import MAEAST, sinusoid_table
+
+OFFICIAL_URL = "https://www.cs.utexas.edu/~harwath/model_checkpoints/mae_ast/"
+REGISTRY: dict[str, str] = {
+    "mae-ast-patch": OFFICIAL_URL + "chunk_patch_75_12LayerEncoder.pt",
+    "mae-ast-frame": OFFICIAL_URL + "random_frame_75_12LayerEncoder.pt",
+}
+POSITION_KEYS = ("enc_sine_pos_embed.pe", "dec_sine_pos_embed.pe")
+_SAFE_EXTRA_GLOBALS = [argparse.Namespace]  # fairseq trainer states may hold `args` Namespaces
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Where a model came from: the file, its sha256, and the registered name if any."""
+
+    path: str
+    sha256: str
+    name: str | None = None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MAEAST_CACHE", Path.home() / ".cache" / "maeast_embed"))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict[str, Any]:
+    """torch.load with weights_only=True; arbitrary unpickling only when `trust` is set."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint is empty: {path}")
+    try:
+        if trust:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals(_SAFE_EXTRA_GLOBALS):
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if trust:
+            raise CheckpointError(f"cannot unpickle {path}: {err}") from err
+        raise CheckpointError(
+            f"{path} holds objects that need arbitrary unpickling, which can run code. "
+            "Load it only if you trust its source: pass trust=True (CLI: --trust-checkpoint)."
+            f" Detail: {str(err).splitlines()[0]}"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({err})") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not an MAE-AST checkpoint (top level is {type(state).__name__})")
+    return state
+
+
+def model_from_checkpoint(state: dict[str, Any], *, source: str = "checkpoint") -> MAEAST:
+    """Build an MAEAST from an official-layout dict {'cfg': {'model', 'task'}, 'model': state_dict}."""
+    if "cfg" not in state or "model" not in state:
+        raise CheckpointError(
+            f"{source} is not an MAE-AST checkpoint: expected the fairseq layout with 'cfg' and "
+            f"'model' entries, found keys {sorted(state)[:8]}"
+        )
+    cfg = state["cfg"]
+    if not isinstance(cfg, dict):  # e.g. an omegaconf DictConfig in a trusted legacy file
+        cfg = {key: dict(cfg[key]) for key in ("model", "task")}
+    try:
+        config = ModelConfig.from_official(cfg)
+    except ConfigError as err:
+        raise CheckpointError(f"{source}: {err}") from err
+    model = MAEAST(config)
+    weights = dict(state["model"])
+    for key in POSITION_KEYS:
+        _check_position_table(weights.pop(key, None), config, key, source)
+    expected = set(model.state_dict())
+    missing, unexpected = expected - set(weights), set(weights) - expected
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not match the MAE-AST layout for {config.variant} with "
+            f"{config.encoder_layers} layers: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{source}: tensor shapes do not match its cfg ({err})") from err
+    return model
+
+
+def _check_position_table(table: Any, config: ModelConfig, key: str, source: str) -> None:
+    if table is None:
+        raise CheckpointError(f"{source} lacks {key}: not an MAE-AST checkpoint with sine positions")
+    table = table.reshape(-1, config.embed_dim)
+    rows = min(table.shape[0], 4096)
+    reference = sinusoid_table(rows, config.embed_dim)
+    if not torch.allclose(table[:rows].float(), reference, atol=1e-4):
+        raise CheckpointError(f"{source}: {key} is not the standard sinusoidal table")
+
+
+def to_official_state(model: MAEAST, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The official fairseq layout, position tables included (s3prl loads it strictly)."""
+    cfg = model.cfg
+    weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    table = sinusoid_table(cfg.max_token_length, cfg.embed_dim).unsqueeze(0)
+    for key in POSITION_KEYS:
+        weights[key] = table
+    return {"cfg": cfg.to_official(), "model": weights, **(extra or {})}
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_official(model: MAEAST, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+    """Save in the official layout, loadable by `load_model` and s3prl's `mae_ast_local`."""
+    atomic_torch_save(to_official_state(model, extra), path)
+
+
+def download(url: str, dest: Path, *, progress: bool = True) -> Path:
+    """Download `url` to `dest` once (temporary file, then atomic rename)."""
+    from tqdm.auto import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, os.fdopen(fd, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block))
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not download {url} ({err}). If this machine is offline, download the file "
+            "elsewhere and pass its local path instead of the name (e.g. --model /path/to/file.pt)"
+            f", or put it at {dest}"
+        ) from err
+    return dest
+
+
+def resolve(source: str | os.PathLike, *, progress: bool = True) -> tuple[Path, str | None]:
+    """A local path for `source` (a file path or a registered name), downloading once."""
+    text = str(source)
+    if text in REGISTRY:
+        url = REGISTRY[text]
+        dest = cache_dir() / url.rsplit("/", 1)[-1]
+        return (dest if dest.is_file() else download(url, dest, progress=progress)), text
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise CheckpointError(
+            f"no checkpoint file {text!r} and no registered model of that name "
+            f"(registered: {', '.join(sorted(REGISTRY))})"
+        )
+    return path, None
+
+
+def load_model(
+    source: str | os.PathLike,
+    *,
+    trust_checkpoint: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> MAEAST:
+    """Load an MAE-AST model in eval mode from a path or a registered name.
+
+    The returned model carries `.checkpoint` (a `CheckpointInfo`) for provenance records.
+    """
+    path, name = resolve(source, progress=progress)
+    model = model_from_checkpoint(read_checkpoint(path, trust=trust_checkpoint), source=str(path))
+    model.checkpoint = CheckpointInfo(path=str(path), sha256=sha256_file(path), name=name)
+    return model.to(device).eval()
