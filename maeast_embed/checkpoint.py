@@ -57,12 +57,13 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict[str
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint is empty: {path}")
+    mmap = zipfile.is_zipfile(path)  # memory-map modern files: tensors are read on demand
     try:
         if trust:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
         else:
             with torch.serialization.safe_globals(_SAFE_EXTRA_GLOBALS):
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         if trust:
             raise CheckpointError(f"cannot unpickle {path}: {err}") from err
@@ -71,8 +72,10 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict[str
             "Load it only if you trust its source: pass trust=True (CLI: --trust-checkpoint)."
             f" Detail: {str(err).splitlines()[0]}"
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({err})") from err
+    except Exception as err:  # the unpickler reports damage as many exception types
+        raise CheckpointError(
+            f"{path} is truncated or not a PyTorch checkpoint ({type(err).__name__}: {err})"
+        ) from err
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not an MAE-AST checkpoint (top level is {type(state).__name__})")
     return state

@@ -69,5 +69,10 @@ def info(checkpoint: str, trust_checkpoint: bool, as_json: bool) -> None:
         click.echo(f"  {key:<20} {value}")
 
 
+from .pretrain.cli import pretrain  # noqa: E402
+
+main.add_command(pretrain)
+
+
 if __name__ == "__main__":
     main()

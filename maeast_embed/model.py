@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
 from .errors import AudioError
@@ -98,6 +99,7 @@ class Transformer(nn.Module):
         self.layer_norm = nn.LayerNorm(cfg.embed_dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.layerdrop = layerdrop
+        self.checkpoint_activations = False  # recompute layers in backward (training only)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> list[Tensor]:
         """Returns the output of every layer that ran (all of them in eval mode)."""
@@ -111,7 +113,10 @@ class Transformer(nn.Module):
         hidden_states = []
         for layer, skip in zip(self.layers, drop.tolist()):
             if not skip:
-                x = layer(x, attn_mask)
+                if self.checkpoint_activations and self.training and torch.is_grad_enabled():
+                    x = checkpoint(layer, x, attn_mask, use_reentrant=False)
+                else:
+                    x = layer(x, attn_mask)
                 hidden_states.append(x)
         return hidden_states
 

@@ -1,0 +1,249 @@
+"""The extraction engine every consumer shares: waveforms -> per-time-step features.
+
+Long audio is cut into fixed windows aligned to token steps, so the tokens of all windows
+together are exactly the tokens of the whole file; windows from many clips are batched
+together, and each window is encoded as if it were alone (no partial patches, padding masked),
+so a clip's embedding never depends on the batch or on the other files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .checkpoint import load_model
+from .errors import AudioError, ConfigError
+from .frontend import (
+    FRAME_LENGTH,
+    FRAME_SHIFT,
+    SAMPLE_RATE,
+    kaldi_fbank,
+    min_samples_for_tokens,
+    token_centre_seconds,
+)
+from .model import MAEAST
+
+LayerSpec = str | int | Sequence[int]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Window:
+    """A slice of one clip that covers `num_steps` whole token steps from `first_step`."""
+
+    clip: int
+    start: int  # first sample
+    length: int  # samples
+    first_step: int
+    num_steps: int
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available")
+    return device
+
+
+def plan_windows(num_samples: int, kernel_time: int, chunk_steps: int, clip: int = 0) -> list[Window]:
+    """Cut a clip into windows of at most `chunk_steps` token steps (the last may be shorter).
+
+    A window of n steps spans (n * kt - 1) * 160 + 400 samples; consecutive windows start
+    chunk_steps * kt * 160 samples apart (so they overlap by 240 samples, one frame's tail).
+    """
+    step_samples = kernel_time * FRAME_SHIFT
+    total_steps = max(0, (num_samples - FRAME_LENGTH) // FRAME_SHIFT + 1) // kernel_time
+    windows = []
+    for first in range(0, total_steps, chunk_steps):
+        steps = min(chunk_steps, total_steps - first)
+        length = (steps * kernel_time - 1) * FRAME_SHIFT + FRAME_LENGTH
+        windows.append(Window(clip, first * step_samples, length, first, steps))
+    return windows
+
+
+def select_layers(hidden_states: Sequence[Tensor], layer: LayerSpec) -> Tensor:
+    """Stack the requested layers: [n, ...]. 'last', 'all', 'mean', a 1-based layer number
+    (negative counts from the end), or a sequence of numbers (stacked, for concatenation)."""
+    count = len(hidden_states)
+    if layer == "last":
+        return hidden_states[-1].unsqueeze(0)
+    if layer == "all":
+        return torch.stack(list(hidden_states))
+    if layer == "mean":
+        return torch.stack(list(hidden_states)).mean(0, keepdim=True)
+    numbers = [layer] if isinstance(layer, int) else list(layer)
+    picked = []
+    for number in numbers:
+        if not isinstance(number, int) or number == 0 or not -count <= number <= count:
+            raise ConfigError(
+                f"layer must be 'last', 'all', 'mean' or a layer number in 1..{count} "
+                f"(negative from the end), got {layer!r}"
+            )
+        picked.append(hidden_states[number - 1 if number > 0 else number])
+    return torch.stack(picked)
+
+
+def parse_layer(text: str) -> LayerSpec:
+    """CLI/JSON form: 'last', 'all', 'mean', '7', '-1', or '4,8,12'."""
+    text = str(text).strip()
+    if text in ("last", "all", "mean"):
+        return text
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError as err:
+        raise ConfigError(f"cannot read layer {text!r}: use last, all, mean, N or N,M,...") from err
+    return numbers[0] if len(numbers) == 1 else tuple(numbers)
+
+
+def pool_time(features: Tensor, how: str = "mean") -> Tensor:
+    """[..., T, D] -> [..., D] ('mean') or [..., 2D] ('meanmax': mean then max)."""
+    if how == "mean":
+        return features.mean(-2)
+    if how == "meanmax":
+        return torch.cat([features.mean(-2), features.amax(-2)], dim=-1)
+    raise ConfigError(f"pool must be 'mean' or 'meanmax', got {how!r}")
+
+
+class Embedder:
+    """Batched, chunked MAE-AST feature extraction on any device and dtype.
+
+    Args:
+        model: an MAEAST, a checkpoint path, or a registered name.
+        device: 'auto', 'cpu', 'cuda', ... (the model is moved there).
+        dtype: compute dtype of the encoder ('float32', 'bfloat16', 'float16' via autocast);
+            the fbank is always float32 and outputs are float32.
+        batch_size: windows per forward pass.
+        chunk_seconds: window length for long audio (10.24 s by default).
+    """
+
+    def __init__(
+        self,
+        model: MAEAST | str | Path,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str = "float32",
+        batch_size: int = 8,
+        chunk_seconds: float = 10.24,
+        trust_checkpoint: bool = False,
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if batch_size < 1:
+            raise ConfigError("batch_size must be at least 1")
+        self.device = resolve_device(device)
+        if not isinstance(model, MAEAST):
+            model = load_model(model, trust_checkpoint=trust_checkpoint)
+        self.model = model.to(self.device).eval()
+        self.dtype = dtype
+        self.batch_size = batch_size
+        cfg = self.model.cfg
+        self.chunk_steps = max(1, round(chunk_seconds * SAMPLE_RATE / (FRAME_SHIFT * cfg.kernel_time)))
+        self.min_samples = min_samples_for_tokens(cfg.kernel_time)
+
+    @property
+    def step_seconds(self) -> float:
+        """Hop between consecutive feature frames (0.16 s patch, 0.02 s frame)."""
+        return self.model.cfg.kernel_time * FRAME_SHIFT / SAMPLE_RATE
+
+    def timestamps(self, num_steps: int) -> np.ndarray:
+        """Centre (seconds, float64) of the audio that each feature frame covers."""
+        return token_centre_seconds(num_steps, self.model.cfg.kernel_time).numpy()
+
+    def feature_dim(self, freq_pool: str = "concat") -> int:
+        cfg = self.model.cfg
+        return cfg.embed_dim * (cfg.tokens_per_step if freq_pool == "concat" else 1)
+
+    def prepare(self, waveform: Tensor | np.ndarray) -> Tensor:
+        """Validate one 16 kHz mono clip; clips shorter than one token step are zero-padded."""
+        wave = torch.as_tensor(waveform)
+        if wave.dim() != 1:
+            raise AudioError(f"expected a 1-D mono waveform, got shape {tuple(wave.shape)}")
+        if not wave.is_floating_point():
+            raise AudioError(f"expected float samples in [-1, 1], got dtype {wave.dtype}")
+        if wave.numel() == 0:
+            raise AudioError("empty waveform")
+        if not bool(torch.isfinite(wave).all()):
+            raise AudioError("waveform contains NaN or Inf samples")
+        wave = wave.float()
+        if wave.numel() < self.min_samples:
+            wave = torch.nn.functional.pad(wave, (0, self.min_samples - wave.numel()))
+        return wave
+
+    @torch.inference_mode()
+    def encode_windows(
+        self, windows: Sequence[Tensor], *, layer: LayerSpec = "last", freq_pool: str = "concat"
+    ) -> list[Tensor]:
+        """Encode aligned windows (each whole token steps) -> [n_layers, steps, D'] float32 on CPU.
+
+        Windows are sorted by length and batched `batch_size` at a time.
+        """
+        if freq_pool not in ("concat", "mean"):
+            raise ConfigError(f"freq_pool must be 'concat' or 'mean', got {freq_pool!r}")
+        cfg = self.model.cfg
+        order = sorted(range(len(windows)), key=lambda i: -windows[i].numel())
+        results: list[Tensor | None] = [None] * len(windows)
+        autocast = (
+            torch.autocast(self.device.type, dtype=DTYPES[self.dtype])
+            if self.dtype != "float32"
+            else contextlib.nullcontext()
+        )
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            lengths = torch.tensor([windows[i].numel() for i in index])
+            batch = torch.zeros(len(index), int(lengths.max()))
+            for row, i in enumerate(index):
+                batch[row, : windows[i].numel()] = windows[i]
+            batch, lengths = batch.to(self.device), lengths.to(self.device)
+            fbank, frame_lengths = kaldi_fbank(batch, lengths)
+            with autocast:
+                tokens, padding_mask = self.model.tokenize(fbank, frame_lengths)
+                hidden = select_layers(self.model(tokens, padding_mask), layer)
+            layers, rows, length, dim = hidden.shape
+            hidden = hidden.float().reshape(layers, rows, length // cfg.tokens_per_step, cfg.tokens_per_step, dim)
+            hidden = hidden.flatten(-2) if freq_pool == "concat" else hidden.mean(-2)
+            steps = frame_lengths.div(cfg.kernel_time, rounding_mode="floor").tolist()
+            hidden = hidden.cpu()
+            for row, i in enumerate(index):
+                results[i] = hidden[:, row, : steps[row]].clone()
+        return results  # type: ignore[return-value]
+
+    def frame_features(
+        self,
+        waveforms: Sequence[Tensor | np.ndarray],
+        *,
+        layer: LayerSpec = "last",
+        freq_pool: str = "concat",
+    ) -> list[Tensor]:
+        """Per clip: [n_layers, T, D'] features, one frame per token step (see `timestamps`)."""
+        clips = [self.prepare(w) for w in waveforms]
+        plan = [
+            window
+            for clip, wave in enumerate(clips)
+            for window in plan_windows(wave.numel(), self.model.cfg.kernel_time, self.chunk_steps, clip)
+        ]
+        encoded = self.encode_windows(
+            [clips[w.clip][w.start : w.start + w.length] for w in plan], layer=layer, freq_pool=freq_pool
+        )
+        per_clip: list[list[Tensor]] = [[] for _ in clips]
+        for window, features in zip(plan, encoded):
+            per_clip[window.clip].append(features)
+        return [torch.cat(parts, dim=1) for parts in per_clip]
+
+    def clip_embeddings(
+        self,
+        waveforms: Sequence[Tensor | np.ndarray],
+        *,
+        layer: LayerSpec = "last",
+        freq_pool: str = "concat",
+        pool: str = "mean",
+    ) -> list[Tensor]:
+        """Per clip: [n_layers, D'] (or [n_layers, 2D'] for meanmax) time-pooled embeddings."""
+        return [pool_time(f, pool) for f in self.frame_features(waveforms, layer=layer, freq_pool=freq_pool)]

@@ -1,0 +1,48 @@
+"""The maeast-embed command line: --help, --version, info."""
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+from test_parity_s3prl import reference_checkpoint
+
+from maeast_embed import __version__
+from maeast_embed.cli import main
+
+
+def test_help_and_version():
+    runner = CliRunner()
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0 and "info" in result.output
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "maeast_embed.cli", "--version"],
+                         capture_output=True, text=True, check=True)
+    assert __version__ in out.stdout
+
+
+def test_info_on_official_layout_checkpoint(tmp_path):
+    path = reference_checkpoint(tmp_path / "official.pt", "tiny-frame")  # built by s3prl's class
+    result = CliRunner().invoke(main, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "variant    : frame" in result.output and "encoder_layers" in result.output
+    result = CliRunner().invoke(main, ["info", "--json", str(path)])
+    record = json.loads(result.output)
+    assert record["variant"] == "frame" and record["config"]["kernel_time"] == 2
+    assert record["parameters"] > record["encoder_parameters"] > 0
+
+
+def test_info_errors_are_clean(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage")
+    result = CliRunner().invoke(main, ["info", str(bad)])
+    assert result.exit_code != 0 and "Error:" in result.output and "Traceback" not in result.output
+
+
+def test_trust_flag_is_accepted(tmp_path, tiny_patch_ckpt):
+    result = CliRunner().invoke(main, ["info", "--trust-checkpoint", str(tiny_patch_ckpt)])
+    assert result.exit_code == 0 and "patch" in result.output

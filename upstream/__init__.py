@@ -1,0 +1,1 @@
+"""s3prl integration: the `mae_ast` upstream (`upstream.mae_ast`) and the launcher (`upstream.run_downstream`)."""
