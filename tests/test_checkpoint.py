@@ -166,3 +166,9 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_official(make_model("tiny-patch", seed=9), path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["out.pt"]
+
+
+def test_legacy_non_zip_serialisation_loads(tmp_path):
+    path = tmp_path / "legacy_format.pt"
+    torch.save(to_official_state(make_model("tiny-frame")), path, _use_new_zipfile_serialization=False)
+    assert load_model(path).cfg.variant == "frame"
