@@ -11,6 +11,7 @@ Everything after the sub-command is handed unchanged to
 
 from __future__ import annotations
 
+import importlib.util
 import runpy
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,10 @@ ENTRY_POINTS = {
     "validate": "hearvalidator.validate",
 }
 USAGE = f"usage: python -m hear_module.run {{{','.join(ENTRY_POINTS)}}} ARGS..."
+INSTALL = (
+    'pip install -c constraints.txt -e ".[hear]" && '
+    "pip install --no-deps heareval==2021.1.3 hearvalidator==2021.0.2"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -32,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE + "\n\n" + __doc__, file=sys.stderr)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
     target = ENTRY_POINTS[argv[0]]
+    if importlib.util.find_spec(target.split(".")[0]) is None:
+        raise SystemExit(f"{target.split('.')[0]} is not installed; install the HEAR tools with: {INSTALL}")
     compat.apply()
     sys.argv = [target, *argv[1:]]
     runpy.run_module(target, run_name="__main__", alter_sys=True)

@@ -46,7 +46,8 @@ _RESAMPLE_ROLLOFF = 0.99
 def audio_extensions() -> tuple[str, ...]:
     """Extensions (with dot) of the formats the installed libsndfile can read."""
     available = set(sf.available_formats())
-    return tuple(sorted({f".{ext}" for fmt, exts in _FORMAT_EXTENSIONS.items() if fmt in available for ext in exts}))
+    found = {f".{ext}" for fmt, exts in _FORMAT_EXTENSIONS.items() if fmt in available for ext in exts}
+    return tuple(sorted(found))
 
 
 def supported_formats_text() -> str:
@@ -98,7 +99,8 @@ def _open(path: str | os.PathLike) -> sf.SoundFile:
     except PermissionError as err:
         raise AudioError(f"permission denied: {path}") from err
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise AudioError(f"not a readable audio file ({err}): {path}") from err
+        reason = getattr(err, "error_string", None) or str(err)
+        raise AudioError(f"not a readable audio file ({reason.rstrip('.')}): {path}") from err
 
 
 def probe(path: str | os.PathLike) -> AudioInfo:
@@ -122,7 +124,8 @@ def _read(handle: sf.SoundFile, frames: int, path: str | os.PathLike) -> np.ndar
     try:
         return handle.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(f"decoding failed ({err}): {path}") from err
+        reason = getattr(err, "error_string", None) or str(err)
+        raise AudioError(f"decoding failed ({reason.rstrip('.')}): {path}") from err
 
 
 def resample(wave: Tensor, sample_rate: int) -> Tensor:

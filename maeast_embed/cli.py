@@ -73,6 +73,22 @@ from .pretrain.cli import pretrain  # noqa: E402
 
 main.add_command(pretrain)
 
+from .s3prl_hook import s3prl  # noqa: E402
+
+main.add_command(s3prl)
+
+from hear_module.cli import hear  # noqa: E402
+
+main.add_command(hear)
+
+from .cli_extract import extract  # noqa: E402
+
+main.add_command(extract)
+
+from probes.cli import probe  # noqa: E402
+
+main.add_command(probe)
+
 
 if __name__ == "__main__":
     main()

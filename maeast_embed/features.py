@@ -207,7 +207,8 @@ class Embedder:
                 tokens, padding_mask = self.model.tokenize(fbank, frame_lengths)
                 hidden = select_layers(self.model(tokens, padding_mask), layer)
             layers, rows, length, dim = hidden.shape
-            hidden = hidden.float().reshape(layers, rows, length // cfg.tokens_per_step, cfg.tokens_per_step, dim)
+            per_step = cfg.tokens_per_step
+            hidden = hidden.float().reshape(layers, rows, length // per_step, per_step, dim)
             hidden = hidden.flatten(-2) if freq_pool == "concat" else hidden.mean(-2)
             steps = frame_lengths.div(cfg.kernel_time, rounding_mode="floor").tolist()
             hidden = hidden.cpu()
@@ -247,3 +248,91 @@ class Embedder:
     ) -> list[Tensor]:
         """Per clip: [n_layers, D'] (or [n_layers, 2D'] for meanmax) time-pooled embeddings."""
         return [pool_time(f, pool) for f in self.frame_features(waveforms, layer=layer, freq_pool=freq_pool)]
+
+    def package(
+        self,
+        features: Tensor,
+        duration: float,
+        *,
+        granularity: str = "frame",
+        layer: LayerSpec = "last",
+        pool: str = "mean",
+    ) -> Embedding:
+        """[n_layers, T, D'] features of one clip -> an `Embedding` (clip: pooled over time)."""
+        if granularity == "frame":
+            values, stamps = features, self.timestamps(features.shape[1])
+        elif granularity == "clip":
+            values, stamps = pool_time(features, pool), np.array([duration / 2], dtype=np.float64)
+        else:
+            raise ConfigError(f"granularity must be 'clip' or 'frame', got {granularity!r}")
+        values = values if keeps_layer_axis(layer) else values[0]
+        return Embedding(values.float().numpy(), stamps, duration, int(features.shape[1]))
+
+    def embed_waveforms(
+        self,
+        waveforms: Sequence[Tensor | np.ndarray],
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        granularity: str = "frame",
+        layer: LayerSpec = "last",
+        freq_pool: str = "concat",
+        pool: str = "mean",
+    ) -> list[Embedding]:
+        """Embed 1-D mono clips (resampled to 16 kHz if `sample_rate` differs).
+
+        Clips shorter than one 25 ms fbank frame raise AudioError; clips shorter than one
+        token step are zero-padded to it (one frame).
+        """
+        from .audio import resample
+
+        waves = []
+        for wave in waveforms:
+            wave = torch.as_tensor(wave)
+            if sample_rate != SAMPLE_RATE and wave.is_floating_point() and wave.dim() == 1:
+                wave = resample(wave.float(), sample_rate)
+            if wave.dim() == 1 and wave.numel() < FRAME_LENGTH:
+                raise AudioError(f"audio of {wave.numel()} samples is shorter than one 25 ms fbank frame")
+            waves.append(wave)
+        features = self.frame_features(waves, layer=layer, freq_pool=freq_pool)
+        return [
+            self.package(f, w.numel() / SAMPLE_RATE, granularity=granularity, layer=layer, pool=pool)
+            for f, w in zip(features, waves, strict=True)
+        ]
+
+    def embed_files(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        granularity: str = "frame",
+        layer: LayerSpec = "last",
+        freq_pool: str = "concat",
+        pool: str = "mean",
+        num_workers: int = 0,
+    ) -> list[Embedding]:
+        """Embed audio files (any format libsndfile reads); long files are streamed in blocks.
+
+        Raises AudioError naming the first file that cannot be used.
+        """
+        from .extract import ExtractOptions, embed_paths
+
+        options = ExtractOptions(
+            granularity=granularity, layer=layer, freq_pool=freq_pool, pool=pool, num_workers=num_workers
+        )
+        return embed_paths(self, paths, options)
+
+
+@dataclass
+class Embedding:
+    """One clip's output: `embedding` float32 ([T, D'] or [n_layers, T, D'] per frame; [D'] or
+    [n_layers, D'] per clip), `timestamps` float64 seconds (frame centres, or the clip centre),
+    `duration` seconds and `frames` (time steps encoded)."""
+
+    embedding: np.ndarray
+    timestamps: np.ndarray
+    duration: float
+    frames: int
+
+
+def keeps_layer_axis(layer: LayerSpec) -> bool:
+    """'all' and sequences of layer numbers keep the stacked layer axis; others drop it."""
+    return layer == "all" or not isinstance(layer, str | int)

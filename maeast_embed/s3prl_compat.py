@@ -105,7 +105,9 @@ def _load(
     return (wave if channels_first else wave.T), rate
 
 
-def _apply_effects(wave: torch.Tensor, rate: int, effects: Sequence[Sequence[str]]) -> tuple[torch.Tensor, int]:
+def _apply_effects(
+    wave: torch.Tensor, rate: int, effects: Sequence[Sequence[str]]
+) -> tuple[torch.Tensor, int]:
     """The sox effects SUPERB recipes use: channels N, rate R, gain dB (float32 [C, N])."""
     import torchaudio.functional as AF
 
@@ -116,7 +118,9 @@ def _apply_effects(wave: torch.Tensor, rate: int, effects: Sequence[Sequence[str
             if channels == 1:
                 wave = wave.mean(dim=0, keepdim=True)
             elif channels != wave.shape[0]:
-                raise S3PRLCompatError(f"sox 'channels {channels}' on {wave.shape[0]}-channel audio is not supported")
+                raise S3PRLCompatError(
+                    f"sox 'channels {channels}' on {wave.shape[0]}-channel audio is not supported"
+                )
         elif name == "rate" and len(args) == 1:
             new_rate = int(float(args[0]))
             if new_rate != rate:

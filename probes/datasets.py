@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import torch
 
-from maeast_embed.errors import AudioError, MAEASTError
+from maeast_embed.audio import audio_extensions, load_audio
+from maeast_embed.errors import MAEASTError
 from maeast_embed.frontend import SAMPLE_RATE
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
 LAYOUTS = ("auto", "folder", "csv", "esc50", "speechcommands", "hear")
 LABEL_SEPARATOR = ";"
 
@@ -36,21 +34,8 @@ def warn(message: str, sink: list[str] | None = None) -> None:
 
 
 def read_audio(path: str | Path) -> np.ndarray:
-    """Decode a file to 16 kHz mono float32 (soundfile; swap for maeast_embed.audio when it lands)."""
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as err:
-        raise AudioError(f"cannot decode {path}: {err}") from err
-    wave = data.mean(axis=1)
-    if wave.size == 0:
-        raise AudioError(f"{path} holds no samples")
-    if not np.isfinite(wave).all():
-        raise AudioError(f"{path} contains NaN or Inf samples")
-    if rate != SAMPLE_RATE:
-        import torchaudio.functional as AF
-
-        wave = AF.resample(torch.from_numpy(wave), rate, SAMPLE_RATE).numpy()
-    return np.ascontiguousarray(wave, dtype=np.float32)
+    """Decode a file to 16 kHz mono float32 (maeast_embed.audio; raises AudioError)."""
+    return load_audio(path).numpy()
 
 
 @dataclass(frozen=True)
@@ -96,7 +81,11 @@ class ProbeDataset:
         digest = hashlib.sha256()
         for clip in self.clips:
             stat = clip.path.stat() if clip.path.exists() else None
-            entry = [_relative(clip.path, self.root), stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1]
+            entry = [
+                _relative(clip.path, self.root),
+                stat.st_size if stat else -1,
+                stat.st_mtime_ns if stat else -1,
+            ]
             digest.update(json.dumps(entry).encode())
         return digest.hexdigest()
 
@@ -116,7 +105,7 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _is_audio(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
+    return path.is_file() and path.suffix.lower() in audio_extensions() and not path.name.startswith(".")
 
 
 def _finish(name, root, layout, clips, multilabel, partition, classes=None, groups=None) -> ProbeDataset:
@@ -129,7 +118,7 @@ def _finish(name, root, layout, clips, multilabel, partition, classes=None, grou
         groups = sorted({c.group for c in clips if c.group is not None})
     ds = ProbeDataset(name, root, layout, clips, classes, multilabel, partition, list(groups))
     counts = ds.label_matrix().sum(0)
-    single = [c for c, n in zip(classes, counts) if n == 1]
+    single = [c for c, n in zip(classes, counts, strict=True) if n == 1]
     if single:
         warn(
             f"{len(single)} class(es) have a single clip ({', '.join(single[:5])}): they can be in "
@@ -138,7 +127,10 @@ def _finish(name, root, layout, clips, multilabel, partition, classes=None, grou
         )
     missing = [c.path for c in clips if not c.path.exists()]
     if missing:
-        warn(f"{len(missing)} listed file(s) do not exist (e.g. {missing[0]}): they will be skipped", ds.warnings)
+        warn(
+            f"{len(missing)} listed file(s) do not exist (e.g. {missing[0]}): they will be skipped",
+            ds.warnings,
+        )
     return ds
 
 
@@ -161,7 +153,9 @@ def read_csv(path: Path) -> ProbeDataset:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in reader.fieldnames or []]
         if "path" not in header or "label" not in header:
-            raise MAEASTError(f"{path}: the header must name the columns path,label[,fold|split], got {header}")
+            raise MAEASTError(
+                f"{path}: the header must name the columns path,label[,fold|split], got {header}"
+            )
         group_key = "fold" if "fold" in header else "split" if "split" in header else None
         clips = []
         for line, row in enumerate(reader, start=2):
@@ -184,7 +178,9 @@ def read_esc50(root: Path) -> ProbeDataset:
     with open(root / "meta" / "esc50.csv", newline="") as handle:
         for row in csv.DictReader(handle):
             try:
-                clips.append(Clip(root / "audio" / row["filename"], (row["category"],), str(int(row["fold"]))))
+                clips.append(
+                    Clip(root / "audio" / row["filename"], (row["category"],), str(int(row["fold"])))
+                )
             except (KeyError, ValueError) as err:
                 raise MAEASTError(f"{root}/meta/esc50.csv: bad row {row} ({err})") from err
     return _finish(root.name, root, "esc50", clips, False, "folds")
@@ -248,7 +244,9 @@ def read_hear(root: Path) -> ProbeDataset:
                 )
             clips.append(Clip(audio_root / group / name, tuple(labels), group))
     multilabel = meta.get("prediction_type", "multiclass") == "multilabel"
-    return _finish(meta.get("task_name", root.name), root, "hear", clips, multilabel, partition, vocabulary, groups)
+    return _finish(
+        meta.get("task_name", root.name), root, "hear", clips, multilabel, partition, vocabulary, groups
+    )
 
 
 def detect_layout(path: Path) -> str:
@@ -287,7 +285,9 @@ def load_dataset(path: str | Path, layout: str = "auto") -> ProbeDataset:
     try:
         return READERS[layout](path)
     except (OSError, json.JSONDecodeError, KeyError, csv.Error) as err:
-        raise MAEASTError(f"{path}: cannot read it as a {layout} dataset ({type(err).__name__}: {err})") from err
+        raise MAEASTError(
+            f"{path}: cannot read it as a {layout} dataset ({type(err).__name__}: {err})"
+        ) from err
 
 
 @dataclass(frozen=True)
@@ -307,7 +307,9 @@ def _stratify_key(ds: ProbeDataset) -> np.ndarray:
     return np.where(matrix > 0, counts[None, :], np.inf).argmin(1)
 
 
-def stratified_assign(indices: np.ndarray, key: np.ndarray, parts: int, rng: np.random.Generator) -> np.ndarray:
+def stratified_assign(
+    indices: np.ndarray, key: np.ndarray, parts: int, rng: np.random.Generator
+) -> np.ndarray:
     """Part number (0..parts-1) per index, dealing each class's shuffled clips round-robin."""
     assignment = np.empty(len(indices), dtype=np.int64)
     offset = 0
@@ -365,16 +367,26 @@ def make_splits(
                 train, valid = carve(all_idx[groups != name])
             splits.append(Split(f"fold {name}", train, valid, test))
     else:
-        aliases = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid",
-                   "dev": "valid", "test": "test", "testing": "test", "eval": "test"}
+        aliases = {
+            "train": "train",
+            "valid": "valid",
+            "validation": "valid",
+            "val": "valid",
+            "dev": "valid",
+            "test": "test",
+            "testing": "test",
+            "eval": "test",
+        }
         unknown = sorted({g for g in groups if g not in aliases})
         if unknown:
             raise MAEASTError(f"{ds.name}: unknown split name(s) {unknown}; use train, valid, test")
         role = np.array([aliases[g] for g in groups], dtype=object)
         train, valid, test = (all_idx[role == r] for r in ("train", "valid", "test"))
         if len(train) == 0 or len(test) == 0:
-            raise MAEASTError(f"{ds.name}: the train and test splits must both hold clips "
-                              f"(train {len(train)}, test {len(test)})")
+            raise MAEASTError(
+                f"{ds.name}: the train and test splits must both hold clips "
+                f"(train {len(train)}, test {len(test)})"
+            )
         if len(valid) == 0:
             train, valid = carve(train)
         splits.append(Split("test", train, valid, test))

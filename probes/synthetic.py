@@ -52,8 +52,11 @@ def speak(word: str, rng: np.random.Generator) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "word.wav"
         speed, pitch = int(rng.integers(120, 200)), int(rng.integers(20, 80))
-        subprocess.run(["espeak-ng", "-s", str(speed), "-p", str(pitch), "-w", str(out), word],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["espeak-ng", "-s", str(speed), "-p", str(pitch), "-w", str(out), word],
+            check=True,
+            capture_output=True,
+        )
         data, rate = sf.read(str(out), dtype="float32")
     return AF.resample(torch.from_numpy(data), rate, SAMPLE_RATE).numpy()
 
@@ -234,11 +237,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--multilabel", action="store_true")
-    parser.add_argument("--words", default="", help="comma-separated words spoken by espeak-ng as extra classes")
+    parser.add_argument(
+        "--words", default="", help="comma-separated words spoken by espeak-ng as extra classes"
+    )
     args = parser.parse_args(argv)
     words = tuple(w for w in args.words.split(",") if w)
-    print(write_dataset(args.out, args.layout, num_classes=args.classes, per_class=args.per_class,
-                        seconds=args.seconds, seed=args.seed, multilabel=args.multilabel, words=words))
+    print(
+        write_dataset(
+            args.out,
+            args.layout,
+            num_classes=args.classes,
+            per_class=args.per_class,
+            seconds=args.seconds,
+            seed=args.seed,
+            multilabel=args.multilabel,
+            words=words,
+        )
+    )
 
 
 if __name__ == "__main__":

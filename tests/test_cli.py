@@ -19,7 +19,7 @@ def test_help_and_version():
     assert result.exit_code == 0 and __version__ in result.output
 
 
-def test_console_script_is_installed():
+def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "maeast_embed.cli", "--version"],
                          capture_output=True, text=True, check=True)
     assert __version__ in out.stdout
@@ -46,3 +46,12 @@ def test_info_errors_are_clean(tmp_path):
 def test_trust_flag_is_accepted(tmp_path, tiny_patch_ckpt):
     result = CliRunner().invoke(main, ["info", "--trust-checkpoint", str(tiny_patch_ckpt)])
     assert result.exit_code == 0 and "patch" in result.output
+
+
+def test_core_imports_need_no_optional_stack():
+    code = (
+        "import sys, maeast_embed, maeast_embed.cli, maeast_embed.features;"
+        "bad = [m for m in ('s3prl', 'heareval', 'hearvalidator', 'tensorflow') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,1 +1,2 @@
-"""s3prl integration: the `mae_ast` upstream (`upstream.mae_ast`) and the launcher (`upstream.run_downstream`)."""
+"""s3prl integration: the `mae_ast` upstream (`upstream.mae_ast`) and its launcher
+(`upstream.run_downstream`)."""

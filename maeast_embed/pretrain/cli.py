@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import click
@@ -39,8 +40,9 @@ def pretrain(data, run_dir, config_file, preset, max_steps, batch_size, mode, de
     from .config import parse_overrides
     from .loop import train
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    level = (logging.INFO if verbose else logging.WARNING) if main_process else logging.ERROR
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
     flags = {
         "data": list(data) or None, "preset": preset, "max_steps": max_steps,
         "batch_size": batch_size, "mode": mode, "device": device,
@@ -60,4 +62,5 @@ def pretrain(data, run_dir, config_file, preset, max_steps, batch_size, mode, de
         final = train(cfg, run_dir, resume=resume)
     except MAEASTError as err:
         raise click.ClickException(str(err)) from err
-    click.echo(f"final checkpoint (official layout): {final}")
+    if main_process:
+        click.echo(f"final checkpoint (official layout): {final}")

@@ -13,18 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch import Tensor
 
+from ..audio import find_audio, load_audio, probe, read_path_list
 from ..config import ModelConfig
-from ..errors import ConfigError
+from ..errors import AudioError, ConfigError
 from ..frontend import SAMPLE_RATE, num_frames
 from ..masking import sample_mask
 
 log = logging.getLogger(__name__)
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus", ".w64", ".caf"}
-LIST_SUFFIXES = {".txt", ".lst", ".list"}
+LIST_SUFFIXES = {".txt", ".lst", ".list", ".csv"}
 
 
 class DataError(ConfigError):
@@ -47,12 +46,9 @@ class ScanReport:
 def _probe(path: Path) -> int | None:
     """Samples at 16 kHz from the file header, or None when the file cannot be read."""
     try:
-        info = sf.info(str(path))
-    except (RuntimeError, OSError, sf.LibsndfileError):
+        return probe(path).samples_16k
+    except AudioError:
         return None
-    if info.frames <= 0 or info.samplerate <= 0:
-        return None
-    return int(round(info.frames * SAMPLE_RATE / info.samplerate))
 
 
 def _read_manifest(path: Path) -> list[tuple[Path, int | None]]:
@@ -81,19 +77,17 @@ def _read_manifest(path: Path) -> list[tuple[Path, int | None]]:
 def _expand(source: str) -> list[tuple[Path, int | None]]:
     path = Path(source).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-        return [(p, None) for p in files]
+        return [(p, None) for p in find_audio(path)]
     if not path.exists():
         raise DataError(f"data source not found: {source}")
     if path.suffix.lower() == ".tsv":
         return _read_manifest(path)
     if path.suffix.lower() in LIST_SUFFIXES:
-        items = []
-        for line in path.read_text().splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                entry = Path(line.strip()).expanduser()
-                items.append((entry if entry.is_absolute() else path.parent / entry, None))
-        return items
+        try:
+            root, entries = read_path_list(path)
+        except AudioError as err:
+            raise DataError(str(err)) from err
+        return [(root / Path(entry).expanduser(), None) for entry in entries]
     return [(path, None)]
 
 
@@ -135,17 +129,6 @@ def load_dataset_index(sources: list[str], min_samples: int) -> list[Clip]:
     return report.clips
 
 
-def read_waveform(path: str) -> np.ndarray:
-    """Mono float32 at 16 kHz."""
-    data, rate = sf.read(path, dtype="float32", always_2d=True)
-    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if rate != SAMPLE_RATE:
-        import torchaudio.functional as AF
-
-        wave = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), rate, SAMPLE_RATE).numpy()
-    return np.ascontiguousarray(wave, dtype=np.float32)
-
-
 def batch_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
@@ -183,10 +166,10 @@ class ClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[int, int, np.ndarray | None]:
         batch_index, clip_index = key
         try:
-            wave = read_waveform(self.clips[clip_index].path)
-        except (RuntimeError, OSError, ValueError, sf.LibsndfileError):
+            wave = load_audio(self.clips[clip_index].path).numpy()  # mono, 16 kHz, finite
+        except AudioError:
             wave = None
-        if wave is not None and (wave.size < self.min_samples or not np.isfinite(wave).all()):
+        if wave is not None and wave.size < self.min_samples:
             wave = None
         return batch_index, clip_index, wave
 

@@ -63,6 +63,7 @@ class Dist:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    owns_group: bool = False  # this run created the process group and tears it down
 
     @property
     def main(self) -> bool:
@@ -74,10 +75,11 @@ def setup_distributed(device: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         cuda = device != "cpu" and torch.cuda.is_available()
         dist.init_process_group("nccl" if cuda else "gloo")
-    return Dist(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size())
+    return Dist(dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size(), owns)
 
 
 def resolve_device(name: str, env: Dist) -> torch.device:
@@ -197,12 +199,14 @@ def train(
 
     `resume=True` continues from the newest training state in run_dir/checkpoints (or give a
     state file): model, optimizer, scheduler, scaler, step, RNG states and data position.
-    `on_step(step, model)` runs after every optimizer update (e.g. for notebooks or tests).
+    `on_step(step, model)` runs after every update has been logged and checkpointed.
     """
     run_dir = Path(run_dir)
     env = setup_distributed(cfg.device)
     device = resolve_device(cfg.device, env)
     amp_dtype = resolve_precision(cfg.precision, device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormal floats slow CPU training steps several-fold
     if cfg.precision == "fp16" and device.type == "cpu":
         raise ConfigError("fp16 autocast needs a GPU; use precision=bf16 or fp32 on CPU")
     state_path = _find_resume(resume, run_dir)
@@ -246,7 +250,9 @@ def train(
             step_module, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,  # layerdrop, and the heads/embeddings each mode skips
         )
-    forward = torch.compile(step_module, dynamic=True) if cfg.compile else step_module
+    if cfg.compile:  # per layer: state-dict names stay, layerdrop/checkpointing stay eager
+        for layer in [*model.encoder.layers, *model.decoder.layers]:
+            layer.compile(dynamic=True)
 
     metrics = None
     if env.main:
@@ -291,8 +297,10 @@ def train(
                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                 generator=torch.Generator().manual_seed(cfg.seed + epoch),  # keeps the global RNG untouched
             )
+            good = 0
             for batch in loader:
                 skipped_total += len(batch.skipped)
+                good += batch.wave is not None
                 weight = 1.0
                 if batch.wave is None:  # every clip failed: keep collectives in step, learn nothing
                     if last_good is None:
@@ -309,8 +317,13 @@ def train(
                     no_sync = step_module.no_sync()
                 try:
                     with no_sync:
-                        loss, recon, nce = forward(wave, kept, masked)
+                        loss, recon, nce = step_module(wave, kept, masked)
                         scaler.scale(loss * (weight / cfg.accum_steps)).backward()
+                except torch._dynamo.exc.BackendCompilerFailed as err:
+                    raise TrainingError(
+                        f"torch.compile failed on {device} ({str(err).splitlines()[-1][:200]}); "
+                        "run without compile=true"
+                    ) from err
                 except torch.OutOfMemoryError as err:
                     raise TrainingError(
                         f"out of memory on {device} with batch_size={wave.shape[0]} clips of "
@@ -333,13 +346,12 @@ def train(
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
+                lr = scheduler.get_last_lr()[0]  # the rate this update used
                 scheduler.step()
                 step += 1
                 window["steps"] += 1
-                if on_step is not None:
-                    on_step(step, model)
                 if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    record = _log_record(window, step, scheduler, grad_norm, skipped_total)
+                    record = _log_record(window, step, lr, grad_norm, skipped_total)
                     if metrics is not None:
                         metrics.write(record)
                     if bar is not None:
@@ -349,8 +361,14 @@ def train(
                     bar.update(1)
                 if step % cfg.save_every == 0 and step < cfg.max_steps:
                     save_state()
+                if on_step is not None:
+                    on_step(step, model)
                 if step >= cfg.max_steps:
                     break
+            if not good and last_good is None:
+                raise TrainingError(
+                    f"no clip of the data could be decoded ({skipped_total} unreadable): check the paths"
+                )
             epoch, offset = epoch + 1, 0
         save_state()
         final = run_dir / "final.pt"
@@ -366,9 +384,11 @@ def train(
             bar.close()
         if metrics is not None:
             metrics.close()
+        if env.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
 
 
-def _log_record(window: dict[str, Any], step: int, scheduler, grad_norm: Tensor, skipped: int) -> dict:
+def _log_record(window: dict[str, Any], step: int, lr: float, grad_norm: Tensor, skipped: int) -> dict:
     now = time.perf_counter()
     n = max(1, window["n"])
     record = {
@@ -376,7 +396,7 @@ def _log_record(window: dict[str, Any], step: int, scheduler, grad_norm: Tensor,
         "loss": window["loss"] / n,
         "loss_recon": window["recon"] / n,
         "loss_info_nce": window["nce"] / n,
-        "lr": scheduler.get_last_lr()[0],
+        "lr": lr,
         "grad_norm": float(grad_norm),
         "steps_per_s": window["steps"] / max(now - window["t"], 1e-9),
         "skipped": skipped,

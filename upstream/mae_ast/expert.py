@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
 from maeast_embed.checkpoint import load_model
-from maeast_embed.errors import AudioError
+from maeast_embed.errors import AudioError, CheckpointError
 from maeast_embed.frontend import FRAME_LENGTH, FRAME_SHIFT, kaldi_fbank, min_samples_for_tokens
 
 TRUST_ENV = "MAEAST_TRUST_CHECKPOINT"
@@ -38,9 +38,15 @@ class UpstreamExpert(nn.Module):
     at most, rate = `get_downsample_rates()` (2560 samples patch, 320 frame).
     """
 
-    def __init__(self, ckpt: str, model_config: str | None = None, **kwargs) -> None:
+    def __init__(self, ckpt: str) -> None:
         super().__init__()
-        self.model = load_model(ckpt, trust_checkpoint=trust_from_env())
+        trust = trust_from_env()
+        try:
+            self.model = load_model(ckpt, trust_checkpoint=trust)
+        except CheckpointError as err:
+            if trust or "trust" not in str(err):
+                raise
+            raise CheckpointError(f"{err} Under s3prl, set {TRUST_ENV}=1 to allow it.") from err
         # As in the reference: every layer runs, so hidden-state indices are stable (-f too).
         self.model.encoder.layerdrop = 0.0
         cfg = self.model.cfg

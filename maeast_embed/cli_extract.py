@@ -1,0 +1,86 @@
+"""`maeast-embed extract`: a thin click layer over `maeast_embed.extract.run_extract`.
+
+It does not import `maeast_embed.cli` (which imports it) so that `python -m maeast_embed.cli` works.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .audio import supported_formats_text
+from .errors import MAEASTError
+
+
+def _formats_help() -> str:
+    try:
+        return supported_formats_text()
+    except Exception:  # noqa: BLE001 - --help must work even if libsndfile is odd
+        return "whatever the installed libsndfile reads"
+
+
+@click.command(
+    help=f"""Embed audio files with MAE-AST.
+
+INPUT is audio files, folders (searched recursively for audio) or list files (.txt/.lst: one
+path per line; .csv: a 'path' column or the first one; .tsv: fairseq manifest). Each file
+becomes OUTPUT_DIR/<its path relative to the input>.npz with `embedding` (float32) and
+`timestamps` (float64 seconds, frame centres; the clip centre for --granularity clip), and
+OUTPUT_DIR/manifest.jsonl logs the run. Files already done are skipped (resume).
+
+Readable formats here: {_formats_help()}. Any sample rate (resampled to 16 kHz), any channel
+count (averaged to mono).
+
+Exits with status 1 if any file failed (after processing all the others).
+"""
+)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Where outputs go.")
+@click.option("--model", "model", default="mae-ast-patch", show_default=True,
+              help="Checkpoint file or registered name (mae-ast-patch, mae-ast-frame).")
+@click.option("--granularity", type=click.Choice(["frame", "clip"]), default="frame", show_default=True,
+              help="One vector per time step (0.16 s patch / 0.02 s frame model) or one per file.")
+@click.option("--layer", default="last", show_default=True,
+              help="last, all (stacked [L, T, D]), mean (of all layers), N (1-based, -1 = last) or N,M,...")
+@click.option("--pool", type=click.Choice(["mean", "meanmax"]), default="mean", show_default=True,
+              help="Time pooling for --granularity clip (meanmax: mean and max concatenated).")
+@click.option("--freq-pool", type=click.Choice(["concat", "mean"]), default="concat", show_default=True,
+              help="Patch model: concatenate the 8 frequency patches of a time step (8 x D) or average.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Windows (of --chunk-seconds) per forward pass; several files share a batch.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+              show_default=True, help="Encoder compute dtype (autocast); outputs are float32.")
+@click.option("--num-workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Threads decoding files ahead of the encoder (0: decode in the main thread).")
+@click.option("--chunk-seconds", type=click.FloatRange(min=0, min_open=True), default=10.24,
+              show_default=True,
+              help="Long files are encoded in windows of this length and stitched (deterministic).")
+@click.option("--overwrite", is_flag=True, help="Redo files whose output exists (default: skip them).")
+@click.option("--shard", default="0/1", show_default=True,
+              help="I/N: process only shard I (0-based) of N; each shard writes manifest.shard-I-of-N.jsonl.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bar, no summary (failures still go to stderr).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Allow arbitrary unpickling of the checkpoint (only for files from a trusted source).")
+def extract(inputs, output_dir, model, granularity, layer, pool, freq_pool, batch_size, device, dtype,
+            num_workers, chunk_seconds, overwrite, shard, quiet, trust_checkpoint) -> None:
+    from .extract import ExtractOptions, parse_shard, run_extract
+    from .features import Embedder, parse_layer
+
+    try:
+        options = ExtractOptions(
+            granularity=granularity, layer=parse_layer(layer), pool=pool, freq_pool=freq_pool,
+            num_workers=num_workers, overwrite=overwrite, shard=parse_shard(shard),
+        )
+        embedder = Embedder(model, device=device, dtype=dtype, batch_size=batch_size,
+                            chunk_seconds=chunk_seconds, trust_checkpoint=trust_checkpoint)
+        summary = run_extract(inputs, output_dir, embedder, options, progress=False if quiet else None)
+    except MAEASTError as err:
+        raise click.ClickException(str(err)) from err
+    if not quiet:
+        for line in summary.lines():
+            click.echo(line, err=True)
+    if not summary.ok:
+        if quiet:
+            click.echo(f"{len(summary.failed)} file(s) failed; see {summary.manifest}", err=True)
+        raise SystemExit(1)
