@@ -103,6 +103,11 @@ class Transformer(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> list[Tensor]:
         """Returns the output of every layer that ran (all of them in eval mode)."""
+        return self.run(x, padding_mask)[1]
+
+    def run(self, x: Tensor, padding_mask: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """(final output, every ran layer's output); the output is defined even when layerdrop
+        skips every layer (then it is the normalised input, as in fairseq)."""
         attn_mask = None if padding_mask is None else ~padding_mask[:, None, None, :]
         x = self.dropout(self.layer_norm(x))
         drop = (
@@ -118,7 +123,7 @@ class Transformer(nn.Module):
                 else:
                     x = layer(x, attn_mask)
                 hidden_states.append(x)
-        return hidden_states
+        return x, hidden_states
 
 
 @dataclass
@@ -208,14 +213,14 @@ class MAEAST(nn.Module):
             is_masked = torch.zeros(batch, length, dtype=torch.bool, device=x.device)
             is_masked.scatter_(1, masked, True)
             x = torch.where(is_masked.unsqueeze(-1), self.encoder_mask_emb.to(x.dtype), x)
-            out = self.encoder(x + enc_pos)[-1]
+            out = self.encoder.run(x + enc_pos)[0]
         elif mode == "mae":
             x = torch.gather(x + enc_pos, 1, kept.unsqueeze(-1).expand(-1, -1, dim))
-            encoded = self.encoder(x)[-1]
+            encoded = self.encoder.run(x)[0]
             full = self.decoder_mask_emb.to(encoded.dtype).expand(batch, length, dim).clone()
             full = full.scatter(1, kept.unsqueeze(-1).expand(-1, -1, dim), encoded)
             full = full + self.dec_sine_pos_embed(length, x.device)
-            out = self.decoder(full)[-1]
+            out = self.decoder.run(full)[0]
         else:
             raise ValueError(f"mode must be 'mae' or 'ssast', got {mode!r}")
         at_masked = torch.gather(out, 1, masked.unsqueeze(-1).expand(-1, -1, out.shape[-1]))

@@ -159,3 +159,12 @@ def test_bf16_autocast_close_to_fp32():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = model(tokens)[-1].float()
     assert F.cosine_similarity(ref.flatten(), low.flatten(), dim=0) > 0.99
+
+
+def test_pretraining_survives_layerdrop_skipping_every_layer():
+    model = make_model("tiny-patch", encoder_layerdrop=1.0, decoder_layerdrop=1.0).train()
+    tokens = torch.randn(2, 16, 256)
+    perm = torch.randperm(16).expand(2, -1)
+    out = model.forward_pretrain(tokens, perm[:, :4], perm[:, 4:])
+    assert out.reconstruction.shape == (2, 12, 256) and torch.isfinite(out.reconstruction).all()
+    assert model.encoder(tokens @ torch.zeros(256, 64)) == []

@@ -291,3 +291,11 @@ def test_all_files_failing_at_read_time_is_an_error(tmp_path):
     cfg = build_config({**FAST, "data": [str(manifest)]})
     with pytest.raises(TrainingError, match="no clip of the data could be decoded"):
         train(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("name", ["patch", "frame"])
+def test_shipped_recipe_files_are_the_official_presets(name):
+    from maeast_embed.config import preset
+
+    cfg = build_config(file=Path(__file__).parent.parent / "configs" / "pretrain" / f"{name}.yaml")
+    assert cfg.model == preset(name) and cfg == build_config({"preset": name})
