@@ -5,7 +5,8 @@ steps interleaved in one process (median step time). Memory: each alone in a fre
 peak above its weights + optimizer state (GPU: allocated bytes; CPU: peak RSS). A step is: Kaldi
 fbank of the waveforms, masks, forward, 10 x MSE + InfoNCE, backward, grad clip, AdamW step.
 The reference step is s3prl's `MAE_AST.forward(fbank, padding_mask, mask=True)` with the same
-losses and optimizer. Prints one JSON object.
+losses and AdamW settings; ours use the fused AdamW as the pretraining loop does (for-loop
+AdamW for all with --plain-adamw, to compare the models alone). Prints one JSON object.
 
     python benchmarks/bench_pretrain.py                    # base size (12 x 768), 10 s clips
     python benchmarks/bench_pretrain.py --layers 4 --dim 256 --ffn 1024 --heads 4 --batch 4
@@ -57,8 +58,9 @@ class Contender:
         else:
             model = MAEAST(cfg)
         self.model = model.to(self.device).train()
+        fused = kind != "reference" and not args.plain_adamw  # as `maeast-embed pretrain` builds it
         self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01
+            model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01, fused=fused
         )
         samples = int(args.seconds * 16000)
         self.wave = (0.1 * torch.randn(args.batch, samples)).to(self.device)
@@ -164,6 +166,8 @@ def main() -> None:
                         help="default: bf16 on GPU, fp32 on CPU")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-reference", action="store_true", help="skip s3prl's MAE_AST")
+    parser.add_argument("--plain-adamw", action="store_true",
+                        help="for-loop AdamW for every contender, not the fused one for ours")
     args = parser.parse_args()
     if args.precision is None:
         args.precision = "bf16" if args.device.startswith("cuda") else "fp32"

@@ -49,6 +49,21 @@ class SinusoidalPositions(nn.Module):
         return table[:length]
 
 
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """`F.dropout`, with a cheaper mask on CPU than its `bernoulli_`: each 64-bit random word
+    gives two uniform int32 draws, so the drop probability is exact to 2**-32."""
+    if not training or p == 0.0 or p >= 1.0 or x.device.type != "cpu":
+        return F.dropout(x, p, training)
+    words = torch.empty((x.numel() + 1) // 2, dtype=torch.int64).random_(-(2**63), None)
+    keep = words.view(torch.int32)[: x.numel()].view(x.shape) >= round(p * 2**32) - 2**31
+    return torch.where(keep, x, 0.0).mul_(1.0 / (1.0 - p))
+
+
+class Dropout(nn.Dropout):
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
         super().__init__()
@@ -61,13 +76,15 @@ class SelfAttention(nn.Module):
         def heads(t: Tensor) -> Tensor:
             return t.view(batch, length, self.num_heads, -1).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(
-            heads(self.q_proj(x)),
-            heads(self.k_proj(x)),
-            heads(self.v_proj(x)),
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        dropout_p = self.dropout if self.training else 0.0
+        if dropout_p > 0 and x.device.type == "cpu":  # SDPA would take its slower math path
+            scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            out = dropout(scores.softmax(dim=-1), dropout_p, True) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
 
 
@@ -81,8 +98,8 @@ class TransformerLayer(nn.Module):
         self.fc1 = nn.Linear(cfg.embed_dim, cfg.ffn_dim)
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.embed_dim)
         self.final_layer_norm = nn.LayerNorm(cfg.embed_dim)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.activation_dropout = nn.Dropout(cfg.activation_dropout)
+        self.dropout = Dropout(cfg.dropout)
+        self.activation_dropout = Dropout(cfg.activation_dropout)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         x = self.self_attn_layer_norm(x + self.dropout(self.self_attn(x, attn_mask)))
@@ -97,7 +114,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(num_layers))
         self.layer_norm = nn.LayerNorm(cfg.embed_dim)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.layerdrop = layerdrop
         self.checkpoint_activations = False  # recompute layers in backward (training only)
 
@@ -147,7 +164,7 @@ class MAEAST(nn.Module):
         self.post_extract_proj = nn.Linear(cfg.patch_dim, dim)
         self.layer_norm = nn.LayerNorm(cfg.num_mel_bins)  # in the official state dict, unused
         self.batch_norm = FbankNorm()
-        self.dropout_input = nn.Dropout(cfg.dropout_input)
+        self.dropout_input = Dropout(cfg.dropout_input)
         self.enc_sine_pos_embed = SinusoidalPositions(dim, cfg.max_token_length)
         self.dec_sine_pos_embed = SinusoidalPositions(dim, cfg.max_token_length)
         self.encoder = Transformer(cfg, cfg.encoder_layers, cfg.encoder_layerdrop)

@@ -10,7 +10,7 @@ from helpers import make_model
 from maeast_embed.config import ModelConfig, preset
 from maeast_embed.errors import AudioError, ConfigError
 from maeast_embed.frontend import kaldi_fbank
-from maeast_embed.model import sinusoid_table
+from maeast_embed.model import dropout, sinusoid_table
 
 
 def explicit_layer(layer, x, key_pad):
@@ -168,3 +168,25 @@ def test_pretraining_survives_layerdrop_skipping_every_layer():
     out = model.forward_pretrain(tokens, perm[:, :4], perm[:, 4:])
     assert out.reconstruction.shape == (2, 12, 256) and torch.isfinite(out.reconstruction).all()
     assert model.encoder(tokens @ torch.zeros(256, 64)) == []
+
+
+def test_cpu_dropout_rate_scale_and_gradient():
+    x = torch.ones(1000, 1001, requires_grad=True)  # odd numel: half a random word is cut off
+    y = dropout(x, 0.1, True)
+    assert y.unique().tolist() == pytest.approx([0.0, 1 / 0.9])
+    assert abs(float((y == 0).float().mean()) - 0.1) < 3e-3
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient flows through kept entries only, scaled
+    assert dropout(x, 0.1, False) is x
+
+
+def test_training_attention_equals_sdpa_when_nothing_is_dropped():
+    model = make_model(attention_dropout=1e-12).train()  # explicit training path, keeps all
+    layer = model.encoder.layers[0]
+    x = torch.randn(2, 9, model.cfg.embed_dim)
+    key_pad = torch.zeros(2, 9, dtype=torch.bool)
+    key_pad[1, 6:] = True
+    mask = ~key_pad[:, None, None, :]
+    train_out = layer.self_attn(x, mask)
+    layer.self_attn.eval()
+    torch.testing.assert_close(train_out, layer.self_attn(x, mask), atol=1e-5, rtol=1e-5)

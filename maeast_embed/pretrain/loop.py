@@ -221,8 +221,9 @@ def train(
     model = MAEAST(cfg.model).to(device).train()
     model.encoder.checkpoint_activations = cfg.activation_checkpointing
     model.decoder.checkpoint_activations = cfg.activation_checkpointing
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    optimizer = torch.optim.AdamW(  # fused: one pass per tensor (the for-loop takes ~8 on CPU)
+        model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
+        fused=device.type in ("cpu", "cuda"),
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, cfg.max_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
