@@ -26,7 +26,16 @@ REGISTRY: dict[str, str] = {
     "mae-ast-frame": OFFICIAL_URL + "random_frame_75_12LayerEncoder.pt",
 }
 POSITION_KEYS = ("enc_sine_pos_embed.pe", "dec_sine_pos_embed.pe")
-_SAFE_EXTRA_GLOBALS = [argparse.Namespace]  # fairseq trainer states may hold `args` Namespaces
+
+
+def _safe_extra_globals() -> list:
+    """Plain data types fairseq trainer states hold (an `args` Namespace, numpy scalars in the
+    metrics), allowed on top of torch's weights_only set: none of them can run code."""
+    import numpy as np
+
+    scalar = (np._core if hasattr(np, "_core") else np.core).multiarray.scalar
+    numeric = [np.float64, np.float32, np.float16, np.int64, np.int32, np.bool_]
+    return [argparse.Namespace, scalar, np.dtype, *(type(np.dtype(t)) for t in numeric)]
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict[str
         if trust:
             state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
         else:
-            with torch.serialization.safe_globals(_SAFE_EXTRA_GLOBALS):
+            with torch.serialization.safe_globals(_safe_extra_globals()):
                 state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         if trust:

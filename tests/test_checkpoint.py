@@ -172,3 +172,14 @@ def test_legacy_non_zip_serialisation_loads(tmp_path):
     path = tmp_path / "legacy_format.pt"
     torch.save(to_official_state(make_model("tiny-frame")), path, _use_new_zipfile_serialization=False)
     assert load_model(path).cfg.variant == "frame"
+
+
+def test_numpy_scalars_in_trainer_state_load_safely(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "metrics.pt"
+    state = to_official_state(make_model("tiny-patch"))
+    metrics = {"loss": np.float64(1.5), "n": np.int64(3)}
+    state["extra_state"] = {"metrics": metrics, "dtype": np.dtype("float32")}
+    torch.save(state, path)
+    assert load_model(path).cfg.embed_dim == 64
