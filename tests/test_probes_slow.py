@@ -38,12 +38,16 @@ def pretrain_tiny(steps: int, seed: int = 3):
 
 @pytest.mark.slow
 def test_pretrained_tiny_model_is_not_worse_than_random_init(tmp_path):
+    """Per-token representations (frequency patches averaged, so the probe cannot lean on the
+    spectral layout a random projection keeps) improve with pretraining. Measured here: 0.53
+    pretrained vs 0.42 random after 2400 steps (0.48 vs 0.44 after 1200; fbank 0.63)."""
     torch.manual_seed(0)
-    save_official(pretrain_tiny(1200), tmp_path / "pretrained.pt")
+    save_official(pretrain_tiny(2400), tmp_path / "pretrained.pt")
     data = write_dataset(tmp_path / "data", "folder", num_classes=8, per_class=12, snr_db=(0, 20), seed=5)
-    config = RunConfig(layer="all", device="cpu", cache_dir=tmp_path / "cache", probe=ProbeConfig())
+    config = RunConfig(layer="all", freq_pool="mean", device="cpu", cache_dir=tmp_path / "cache",
+                       probe=ProbeConfig())
     report = run_probe(data, [str(tmp_path / "pretrained.pt"), "random", "fbank"], tmp_path / "out", config)
     pretrained, random, fbank = (m["summary"]["accuracy"]["mean"] for m in report["models"])
     print(report["table"])
     assert min(pretrained, random, fbank) > 1.5 / 8  # all well above chance
-    assert pretrained >= random - 0.05
+    assert pretrained > random
