@@ -46,8 +46,7 @@ def speak(word: str, rng: np.random.Generator) -> np.ndarray:
     """A spoken word from espeak-ng at a random speed and pitch, 16 kHz."""
     if shutil.which("espeak-ng") is None:
         raise MAEASTError("spoken-word classes need espeak-ng (apt-get install espeak-ng)")
-    import torch
-    import torchaudio.functional as AF
+    from maeast_embed.audio import load_audio
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "word.wav"
@@ -57,8 +56,7 @@ def speak(word: str, rng: np.random.Generator) -> np.ndarray:
             check=True,
             capture_output=True,
         )
-        data, rate = sf.read(str(out), dtype="float32")
-    return AF.resample(torch.from_numpy(data), rate, SAMPLE_RATE).numpy()
+        return load_audio(out).numpy()
 
 
 def synth_clip(kind: str, seconds: float, rng: np.random.Generator, snr_db: float = 20.0) -> np.ndarray:
