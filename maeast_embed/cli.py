@@ -7,18 +7,8 @@ import json
 import click
 
 from . import __version__
+from .cli_common import trust_option
 from .errors import MAEASTError
-
-trust_option = click.option(
-    "--trust-checkpoint",
-    is_flag=True,
-    help="Allow arbitrary unpickling of the checkpoint (only for files from a trusted source).",
-)
-
-
-def fail(err: Exception) -> click.ClickException:
-    """Turn a library error into a clean CLI error (no traceback)."""
-    return click.ClickException(str(err))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,7 +31,7 @@ def info(checkpoint: str, trust_checkpoint: bool, as_json: bool) -> None:
     try:
         model = load_model(checkpoint, trust_checkpoint=trust_checkpoint)
     except MAEASTError as err:
-        raise fail(err) from err
+        raise click.ClickException(str(err)) from err
     cfg = model.cfg
     encoder_path = sum(
         p.numel()

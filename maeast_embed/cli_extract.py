@@ -1,6 +1,7 @@
 """`maeast-embed extract`: a thin click layer over `maeast_embed.extract.run_extract`.
 
-It does not import `maeast_embed.cli` (which imports it) so that `python -m maeast_embed.cli` works.
+It does not import `maeast_embed.cli` (which imports it) so that `python -m maeast_embed.cli` works;
+shared options come from `cli_common`.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import click
 
 from .audio import supported_formats_text
+from .cli_common import trust_option
 from .errors import MAEASTError
 
 
@@ -60,8 +62,7 @@ Exits with status 1 if any file failed (after processing all the others).
               help="I/N: process only shard I (0-based) of N; each shard writes manifest.shard-I-of-N.jsonl.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar, no summary (failures still go to stderr).")
-@click.option("--trust-checkpoint", is_flag=True,
-              help="Allow arbitrary unpickling of the checkpoint (only for files from a trusted source).")
+@trust_option
 def extract(inputs, output_dir, model, granularity, layer, pool, freq_pool, batch_size, device, dtype,
             num_workers, chunk_seconds, overwrite, shard, quiet, trust_checkpoint) -> None:
     from .extract import ExtractOptions, parse_shard, run_extract

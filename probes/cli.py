@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from maeast_embed.cli_common import trust_option
 from maeast_embed.errors import MAEASTError
 
 from .datasets import LAYOUTS
@@ -133,11 +134,7 @@ def _grid(text: str) -> tuple[float, ...]:
     show_default=True,
     help="Fine-tuning crop length (random crop in training, centre crop in evaluation).",
 )
-@click.option(
-    "--trust-checkpoint",
-    is_flag=True,
-    help="Allow arbitrary unpickling of the checkpoint (only for files from a trusted source).",
-)
+@trust_option
 @click.option("--quiet", "-q", is_flag=True, help="Print only the final table.")
 def probe(
     dataset: Path,
