@@ -6,7 +6,6 @@ import argparse
 import hashlib
 import os
 import pickle
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -16,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_open
 from .config import ModelConfig
 from .errors import CheckpointError, ConfigError
 from .model import MAEAST, sinusoid_table
@@ -144,19 +144,9 @@ def to_official_state(model: MAEAST, extra: dict[str, Any] | None = None) -> dic
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through `atomic_open`: a reader never sees a partial file."""
+    with atomic_open(path) as handle:
+        torch.save(obj, handle)
 
 
 def save_official(model: MAEAST, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
@@ -169,17 +159,14 @@ def download(url: str, dest: Path, *, progress: bool = True) -> Path:
     from tqdm.auto import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, os.fdopen(fd, "wb") as out:
+        with urllib.request.urlopen(url, timeout=60) as response, atomic_open(dest, suffix=".part") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
                 while block := response.read(1 << 20):
                     out.write(block)
                     bar.update(len(block))
-        os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
-        Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(
             f"could not download {url} ({err}). If this machine is offline, download the file "
             "elsewhere and pass its local path instead of the name (e.g. --model /path/to/file.pt)"

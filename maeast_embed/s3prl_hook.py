@@ -7,12 +7,12 @@ site-packages (see `s3prl_sitehook`). Nothing is installed unless you run `regis
 from __future__ import annotations
 
 import importlib.util
-import os
 import sysconfig
-import tempfile
 from pathlib import Path
 
 import click
+
+from .atomic import atomic_open
 
 HOOK_MODULE = "maeast_embed_s3prl_hook"
 HOOK_FILE = HOOK_MODULE + ".py"
@@ -27,14 +27,8 @@ def default_site_dir() -> Path:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
 
 
 def _ours(path: Path, marker: str) -> bool:

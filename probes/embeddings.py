@@ -4,10 +4,7 @@ cache of clip embeddings, keyed by model hash + options + the dataset's audio fi
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from maeast_embed.atomic import atomic_open
 from maeast_embed.checkpoint import cache_dir, load_model
 from maeast_embed.config import PRESETS, preset
 from maeast_embed.errors import AudioError, MAEASTError
@@ -279,20 +277,10 @@ def load_cache(path: Path, meta: dict, sink: list[str]) -> Embeddings | None:
 
 
 def save_cache(path: Path, meta: dict, emb: Embeddings) -> None:
-    """np.savez to a temporary file in the cache folder, then an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez(
-        buffer, values=emb.values, ok=emb.ok, meta=np.array(json.dumps({**meta, "skipped": emb.skipped}))
-    )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getbuffer())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """np.savez through `atomic_open` (a temporary file in the cache folder, then a rename)."""
+    with atomic_open(path) as handle:
+        meta_json = np.array(json.dumps({**meta, "skipped": emb.skipped}))
+        np.savez(handle, values=emb.values, ok=emb.ok, meta=meta_json)
 
 
 def get_embeddings(

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from maeast_embed.atomic import atomic_open
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as handle:
-            json.dump(record, handle, indent=1)
-
-    _atomic_write(path, write)
+    with atomic_open(path, "w") as handle:
+        json.dump(record, handle, indent=1)
 
 
 def _cell(summary: dict[str, dict[str, float]], key: str) -> str:
@@ -96,7 +81,8 @@ def plot_layers(report: dict[str, Any], path: Path) -> bool:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    with atomic_open(path) as handle:
+        fig.savefig(handle, format="png")
     plt.close(fig)
     return True
 
@@ -131,5 +117,6 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    with atomic_open(path) as handle:
+        fig.savefig(handle, format="png")
     plt.close(fig)
