@@ -20,16 +20,16 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from maeast_embed.atomic import atomic_open
+
 SR = 16000
 SCENE_CLASSES = ("high", "low", "noise")
 EVENT_CLASSES = ("beep", "buzz")
 
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    with atomic_open(path, "w") as handle:
+        json.dump(data, handle, indent=2)
 
 
 def _write_task(root: Path, metadata: dict, labels: list[str], splits: dict[str, dict]) -> Path:

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..atomic import atomic_open
 from ..checkpoint import atomic_torch_save, save_official
 from ..errors import ConfigError, MAEASTError
 from ..frontend import SAMPLE_RATE, kaldi_fbank
@@ -136,9 +137,8 @@ class MetricsLog:
         self.path = run_dir / "metrics.jsonl"
         if self.path.exists():  # drop records a killed run wrote after its last checkpoint
             kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, self.path)
+            with atomic_open(self.path, "w") as handle:
+                handle.write("".join(line + "\n" for line in kept))
         self.writer = None
         if tensorboard:
             try:
