@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from maeast_embed.checkpoint import DEFAULT_MODEL
 from maeast_embed.errors import AudioError, ConfigError
 from maeast_embed.features import Embedder, parse_layer, pool_time, select_layers
 from maeast_embed.frontend import SAMPLE_RATE, min_samples_for_tokens, token_centre_seconds
@@ -35,7 +36,6 @@ from maeast_embed.model import MAEAST
 
 __all__ = ["HearModel", "load_model", "get_timestamp_embeddings", "get_scene_embeddings"]
 
-DEFAULT_MODEL = "mae-ast-patch"
 DEFAULT_HOP_MS = 40.0  # used when the native token step is above the HEAR-recommended 50 ms
 CONCAT_ALL = ("all", "concat")
 
@@ -192,7 +192,8 @@ def load_model(model_file_path: str = "", **options) -> HearModel:
 
     Args:
         model_file_path: an official-layout or project checkpoint file, or a registered name
-            (`mae-ast-patch`, `mae-ast-frame`, downloaded once). Empty: `mae-ast-patch`.
+            (`maeast-small`, packaged; `mae-ast-patch`, `mae-ast-frame`, downloaded once).
+            Empty: `maeast-small` (offline; use an official model for research-grade results).
         **options: (heareval passes `--model-options` JSON here)
             layer: 'last' (default), a 1-based layer number (negative from the end), 'mean' (mean
                 of all layers), 'all'/'concat' (all layers concatenated) or a list / '4,8,12'

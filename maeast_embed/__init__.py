@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .checkpoint import load_model, save_official  # noqa: E402
+from .checkpoint import DEFAULT_MODEL, load_model, save_official  # noqa: E402
 from .config import ModelConfig, preset  # noqa: E402
 from .errors import AudioError, CheckpointError, ConfigError, MAEASTError  # noqa: E402
 from .model import MAEAST  # noqa: E402
@@ -12,6 +12,7 @@ __all__ = [
     "MAEAST",
     "ModelConfig",
     "preset",
+    "DEFAULT_MODEL",
     "load_model",
     "save_official",
     "MAEASTError",

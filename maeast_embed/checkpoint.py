@@ -26,6 +26,24 @@ REGISTRY: dict[str, str] = {
     "mae-ast-frame": OFFICIAL_URL + "random_frame_75_12LayerEncoder.pt",
 }
 POSITION_KEYS = ("enc_sine_pos_embed.pe", "dec_sine_pos_embed.pe")
+ENCODER_ONLY_FORMAT = "maeast-embed/encoder-only/1"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model file shipped inside the package, with the sha256 it must have."""
+
+    path: Path
+    sha256: str
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    "maeast-small": PackagedModel(
+        Path(__file__).parent / "models" / "maeast-small.pt",
+        "fb5a7539fc7714b2f0f449eb760f48cc7fa96950bd22ddbb77eede529333aa64",
+    ),
+}
+DEFAULT_MODEL = "maeast-small"
 
 
 def _safe_extra_globals() -> list:
@@ -91,7 +109,8 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict[str
 
 
 def model_from_checkpoint(state: dict[str, Any], *, source: str = "checkpoint") -> MAEAST:
-    """Build an MAEAST from an official-layout dict {'cfg': {'model', 'task'}, 'model': state_dict}."""
+    """Build an MAEAST from an official-layout dict {'cfg': {'model', 'task'}, 'model': state_dict}
+    (or an encoder-only file written by `save_encoder_only`)."""
     if "cfg" not in state or "model" not in state:
         raise CheckpointError(
             f"{source} is not an MAE-AST checkpoint: expected the fairseq layout with 'cfg' and "
@@ -104,10 +123,13 @@ def model_from_checkpoint(state: dict[str, Any], *, source: str = "checkpoint") 
         config = ModelConfig.from_official(cfg)
     except ConfigError as err:
         raise CheckpointError(f"{source}: {err}") from err
-    model = MAEAST(config)
+    encoder_only = (state.get("maeast_embed") or {}).get("format") == ENCODER_ONLY_FORMAT
+    model = MAEAST(config, with_decoder=not encoder_only)
     weights = dict(state["model"])
     for key in POSITION_KEYS:
-        _check_position_table(weights.pop(key, None), config, key, source)
+        table = weights.pop(key, None)
+        if not encoder_only or table is not None:
+            _check_position_table(table, config, key, source)
     expected = set(model.state_dict())
     missing, unexpected = expected - set(weights), set(weights) - expected
     if missing or unexpected:
@@ -117,7 +139,7 @@ def model_from_checkpoint(state: dict[str, Any], *, source: str = "checkpoint") 
             f"unexpected {sorted(unexpected)[:5]}"
         )
     try:
-        model.load_state_dict(weights, strict=True)
+        model.load_state_dict(weights, strict=True)  # copies (and upcasts fp16) into float32
     except RuntimeError as err:
         raise CheckpointError(f"{source}: tensor shapes do not match its cfg ({err})") from err
     return model
@@ -135,6 +157,8 @@ def _check_position_table(table: Any, config: ModelConfig, key: str, source: str
 
 def to_official_state(model: MAEAST, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The official fairseq layout, position tables included (s3prl loads it strictly)."""
+    if not model.has_decoder:
+        raise CheckpointError("an encoder-only model cannot be written in the official layout (no decoder)")
     cfg = model.cfg
     weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     table = sinusoid_table(cfg.max_token_length, cfg.embed_dim).unsqueeze(0)
@@ -152,6 +176,38 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 def save_official(model: MAEAST, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
     """Save in the official layout, loadable by `load_model` and s3prl's `mae_ast_local`."""
     atomic_torch_save(to_official_state(model, extra), path)
+
+
+def save_encoder_only(
+    model: MAEAST, path: str | os.PathLike, *, half: bool = True, extra: dict[str, Any] | None = None
+) -> None:
+    """The encoder side only, matrices in float16 when `half` (vectors stay float32), no position
+    tables: the compact inference file format of packaged models. `extra` goes under 'maeast_embed'."""
+    weights = {}
+    for key, value in model.state_dict().items():
+        if key.startswith(("decoder", "dec_sine", "final_proj")):
+            continue
+        value = value.detach().cpu().clone()
+        weights[key] = value.half() if half and value.is_floating_point() and value.dim() >= 2 else value
+    meta = {**(extra or {}), "format": ENCODER_ONLY_FORMAT}
+    atomic_torch_save({"cfg": model.cfg.to_official(), "model": weights, "maeast_embed": meta}, path)
+
+
+def _packaged(name: str) -> Path:
+    """The packaged file of `name`, after checking it is present and undamaged."""
+    entry = PACKAGED[name]
+    if not entry.path.is_file():
+        raise CheckpointError(
+            f"the packaged model {name!r} is missing ({entry.path}): this install lacks its package "
+            "data; reinstall maeast-embed"
+        )
+    digest = sha256_file(entry.path)
+    if digest != entry.sha256:
+        raise CheckpointError(
+            f"the packaged model {name!r} is damaged: {entry.path} has sha256 {digest}, expected "
+            f"{entry.sha256}; reinstall maeast-embed"
+        )
+    return entry.path
 
 
 def download(url: str, dest: Path, *, progress: bool = True) -> Path:
@@ -176,8 +232,11 @@ def download(url: str, dest: Path, *, progress: bool = True) -> Path:
 
 
 def resolve(source: str | os.PathLike, *, progress: bool = True) -> tuple[Path, str | None]:
-    """A local path for `source` (a file path or a registered name), downloading once."""
+    """A local path for `source`: a file path, a packaged model (sha256-checked), or an official
+    name (downloaded once)."""
     text = str(source)
+    if text in PACKAGED:
+        return _packaged(text), text
     if text in REGISTRY:
         url = REGISTRY[text]
         dest = cache_dir() / url.rsplit("/", 1)[-1]
@@ -186,7 +245,7 @@ def resolve(source: str | os.PathLike, *, progress: bool = True) -> tuple[Path, 
     if not path.exists():
         raise CheckpointError(
             f"no checkpoint file {text!r} and no registered model of that name "
-            f"(registered: {', '.join(sorted(REGISTRY))})"
+            f"(registered: {', '.join(sorted([*PACKAGED, *REGISTRY]))})"
         )
     return path, None
 

@@ -44,6 +44,7 @@ def info(checkpoint: str, trust_checkpoint: bool, as_json: bool) -> None:
         "variant": cfg.variant,
         "parameters": model.num_parameters,
         "encoder_parameters": encoder_path,
+        "weights": "full" if model.has_decoder else "encoder only (inference)",
         "token_hop_ms": cfg.kernel_time * 10,
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
     }
@@ -55,6 +56,7 @@ def info(checkpoint: str, trust_checkpoint: bool, as_json: bool) -> None:
     click.echo(f"variant    : {cfg.variant} ({cfg.kernel_time}x{cfg.kernel_chan} tokens, "
                f"{cfg.tokens_per_step} per {record['token_hop_ms']} ms step)")
     click.echo(f"parameters : {record['parameters']:,} ({encoder_path:,} in the encoder path)")
+    click.echo(f"weights    : {record['weights']}")
     for key, value in record["config"].items():
         click.echo(f"  {key:<20} {value}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from .audio import supported_formats_text
+from .checkpoint import DEFAULT_MODEL
 from .cli_common import trust_option
 from .errors import MAEASTError
 
@@ -37,8 +38,9 @@ Exits with status 1 if any file failed (after processing all the others).
 )
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Where outputs go.")
-@click.option("--model", "model", default="mae-ast-patch", show_default=True,
-              help="Checkpoint file or registered name (mae-ast-patch, mae-ast-frame).")
+@click.option("--model", "model", default=DEFAULT_MODEL, show_default=True,
+              help="Checkpoint file or registered name: maeast-small (packaged, offline; the default), "
+              "mae-ast-patch or mae-ast-frame (the official models, downloaded once).")
 @click.option("--granularity", type=click.Choice(["frame", "clip"]), default="frame", show_default=True,
               help="One vector per time step (0.16 s patch / 0.02 s frame model) or one per file.")
 @click.option("--layer", default="last", show_default=True,

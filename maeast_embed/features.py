@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import load_model
+from .checkpoint import DEFAULT_MODEL, load_model
 from .errors import AudioError, ConfigError
 from .frontend import (
     FRAME_LENGTH,
@@ -126,7 +126,7 @@ class Embedder:
 
     def __init__(
         self,
-        model: MAEAST | str | Path,
+        model: MAEAST | str | Path = DEFAULT_MODEL,
         *,
         device: str | torch.device = "auto",
         dtype: str = "float32",

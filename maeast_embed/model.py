@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-from .errors import AudioError
+from .errors import AudioError, MAEASTError
 from .frontend import FbankNorm, patchify, token_padding_mask
 
 
@@ -155,24 +155,29 @@ class PretrainOutput:
 class MAEAST(nn.Module):
     """MAE-AST: fbank -> normalise -> patch tokens -> encoder (-> decoder -> heads)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, *, with_decoder: bool = True) -> None:
+        """`with_decoder=False` builds the encoder side only (inference; no pretraining heads)."""
         super().__init__()
         self.cfg = cfg
+        self.has_decoder = with_decoder
         dim = cfg.embed_dim
         self.encoder_mask_emb = nn.Parameter(torch.empty(dim).uniform_())
-        self.decoder_mask_emb = nn.Parameter(torch.empty(dim).uniform_())
+        if with_decoder:
+            self.decoder_mask_emb = nn.Parameter(torch.empty(dim).uniform_())
         self.post_extract_proj = nn.Linear(cfg.patch_dim, dim)
         self.layer_norm = nn.LayerNorm(cfg.num_mel_bins)  # in the official state dict, unused
         self.batch_norm = FbankNorm()
         self.dropout_input = Dropout(cfg.dropout_input)
         self.enc_sine_pos_embed = SinusoidalPositions(dim, cfg.max_token_length)
-        self.dec_sine_pos_embed = SinusoidalPositions(dim, cfg.max_token_length)
         self.encoder = Transformer(cfg, cfg.encoder_layers, cfg.encoder_layerdrop)
-        self.decoder = Transformer(cfg, cfg.decoder_layers, cfg.decoder_layerdrop)
-        self.final_proj_reconstruction = nn.Linear(dim, cfg.patch_dim)
-        self.final_proj_classification = nn.Linear(dim, cfg.patch_dim)
+        if with_decoder:
+            self.dec_sine_pos_embed = SinusoidalPositions(dim, cfg.max_token_length)
+            self.decoder = Transformer(cfg, cfg.decoder_layers, cfg.decoder_layerdrop)
+            self.final_proj_reconstruction = nn.Linear(dim, cfg.patch_dim)
+            self.final_proj_classification = nn.Linear(dim, cfg.patch_dim)
         self.encoder.apply(_init_bert)
-        self.decoder.apply(_init_bert)
+        if with_decoder:
+            self.decoder.apply(_init_bert)
 
     @property
     def num_parameters(self) -> int:
@@ -222,6 +227,8 @@ class MAEAST(nn.Module):
         embedding at masked ones). mode 'ssast': masked tokens are replaced by the encoder mask
         embedding and everything runs through the encoder; the heads sit on its output.
         """
+        if not self.has_decoder:
+            raise MAEASTError("this model holds encoder weights only; pretraining needs a full checkpoint")
         batch, length, _ = tokens.shape
         dim = self.cfg.embed_dim
         x = self.dropout_input(self.post_extract_proj(tokens))

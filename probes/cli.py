@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from maeast_embed.checkpoint import DEFAULT_MODEL
 from maeast_embed.cli_common import trust_option
 from maeast_embed.errors import MAEASTError
 
@@ -32,8 +33,8 @@ def _grid(text: str) -> tuple[float, ...]:
     "-m",
     "models",
     multiple=True,
-    required=True,
-    help="Checkpoint path or registered name; 'fbank' (log-mel mean/std baseline); 'random' "
+    help="Checkpoint path or registered name (default: maeast-small, packaged); 'fbank' (log-mel "
+    "mean/std baseline); 'random' "
     "(the first checkpoint's architecture at initialisation), random:PRESET or random:PATH. "
     "Repeat to compare several in one report.",
 )
@@ -210,7 +211,7 @@ def probe(
             warnings.simplefilter("ignore", ProbeWarning)  # printed once each from the report below
             report = run_probe(
                 dataset,
-                list(models),
+                list(models) or [DEFAULT_MODEL],
                 out_dir,
                 config,
                 log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)),

@@ -98,8 +98,8 @@ def synth_clip(kind: str, seconds: float, rng: np.random.Generator, snr_db: floa
     return np.clip(x, -1, 1).astype(np.float32)
 
 
-def _classes(num_classes: int, words: tuple[str, ...]) -> list[str]:
-    names = list(SOUND_CLASSES) + [f"word:{w}" for w in words]
+def _classes(num_classes: int, words: tuple[str, ...], sounds: bool = True) -> list[str]:
+    names = list(SOUND_CLASSES if sounds else ()) + [f"word:{w}" for w in words]
     if not 2 <= num_classes <= len(names):
         raise MAEASTError(f"num_classes must be in 2..{len(names)} (add words for more), got {num_classes}")
     return names[:num_classes]
@@ -119,12 +119,14 @@ def write_dataset(
     csv_group: str | None = "fold",
     corrupt: int = 0,
     words: tuple[str, ...] = (),
+    sounds: bool = True,
 ) -> Path:
     """Write a synthetic dataset in `layout`; returns the path to give `maeast-embed probe`.
 
     Clip i of a class goes to fold i % num_folds (or, for split layouts, test when i % 5 == 0,
     valid when i % 5 == 1, else train). `multilabel` (csv and hear layouts) mixes a second class
     into every other clip. `corrupt` adds that many unreadable '.wav' files (listed like clips).
+    Classes: SOUND_CLASSES (unless `sounds` is False) then `words`, the first `num_classes`.
     """
     if layout not in SYNTH_LAYOUTS:
         raise MAEASTError(f"layout must be one of {SYNTH_LAYOUTS}, got {layout!r}")
@@ -133,7 +135,7 @@ def write_dataset(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    kinds = _classes(num_classes, words)
+    kinds = _classes(num_classes, words, sounds)
     names = [k.replace("word:", "word_") for k in kinds]
     split_of = {0: "test", 1: "valid"}
     entries = []  # (class index, labels, index within class, audio)
@@ -238,7 +240,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--words", default="", help="comma-separated words spoken by espeak-ng as extra classes"
     )
+    parser.add_argument("--no-sounds", action="store_true", help="word classes only")
+    parser.add_argument("--snr", default="10,30", help="background-noise SNR range in dB: LOW,HIGH")
     args = parser.parse_args(argv)
+    low, high = (float(v) for v in args.snr.split(","))
     words = tuple(w for w in args.words.split(",") if w)
     print(
         write_dataset(
@@ -248,8 +253,10 @@ def main(argv: list[str] | None = None) -> None:
             per_class=args.per_class,
             seconds=args.seconds,
             seed=args.seed,
+            snr_db=(low, high),
             multilabel=args.multilabel,
             words=words,
+            sounds=not args.no_sounds,
         )
     )
 

@@ -34,6 +34,7 @@ def test_info_on_official_layout_checkpoint(tmp_path):
     record = json.loads(result.output)
     assert record["variant"] == "frame" and record["config"]["kernel_time"] == 2
     assert record["parameters"] > record["encoder_parameters"] > 0
+    assert record["weights"] == "full"
 
 
 def test_info_errors_are_clean(tmp_path):

@@ -1,7 +1,8 @@
 """s3prl hub entries for MAE-AST. s3prl calls each as `entry(ckpt=-k, model_config=-g, refresh=-r)`.
 
 - `mae_ast`: `-k` is a local file, an http(s) URL, or a registered name
-  (`mae-ast-patch`, `mae-ast-frame`: the official checkpoints, downloaded once and cached).
+  (`mae-ast-patch`, `mae-ast-frame`: the official checkpoints, downloaded once and cached;
+  `maeast-small`: the small model shipped in the package, offline).
 - `mae_ast_local` (`-k PATH`), `mae_ast_url` (`-k URL`).
 - `mae_ast_patch`, `mae_ast_frame`: the official checkpoints, no `-k`.
 """
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maeast_embed.checkpoint import REGISTRY, cache_dir, download
+from maeast_embed.checkpoint import PACKAGED, REGISTRY, cache_dir, download
 from maeast_embed.errors import CheckpointError, ConfigError
 
 from .expert import UpstreamExpert
 
-_NAMES = ", ".join(sorted(REGISTRY))
+_NAMES = ", ".join(sorted([*PACKAGED, *REGISTRY]))
 
 
 def _download(url: str, refresh: bool) -> str:
@@ -37,6 +38,8 @@ def mae_ast(ckpt: str | None = None, model_config: str | None = None, refresh: b
         return mae_ast_url(ckpt, refresh=refresh, **kwargs)
     if ckpt in REGISTRY:
         return mae_ast_url(REGISTRY[ckpt], refresh=refresh, **kwargs)
+    if ckpt in PACKAGED:
+        return UpstreamExpert(ckpt)
     return mae_ast_local(ckpt, **kwargs)
 
 
