@@ -17,6 +17,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, suffix: str = ".tm
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -25,3 +26,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, suffix: str = ".tm
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

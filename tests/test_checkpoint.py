@@ -168,6 +168,19 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["out.pt"]
 
 
+def test_atomic_writes_get_the_usual_file_permissions(tmp_path):
+    """Not mkstemp's 0600: other users (a shared cache, a group's run folder) can read outputs."""
+    old = os.umask(0o022)
+    try:
+        save_official(make_model("tiny-patch"), tmp_path / "a.pt")
+        os.umask(0o002)
+        save_official(make_model("tiny-patch"), tmp_path / "b.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.pt").stat().st_mode & 0o777 == 0o664
+
+
 def test_legacy_non_zip_serialisation_loads(tmp_path):
     path = tmp_path / "legacy_format.pt"
     torch.save(to_official_state(make_model("tiny-frame")), path, _use_new_zipfile_serialization=False)
