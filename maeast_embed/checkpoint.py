@@ -40,7 +40,7 @@ class PackagedModel:
 PACKAGED: dict[str, PackagedModel] = {
     "maeast-small": PackagedModel(
         Path(__file__).parent / "models" / "maeast-small.pt",
-        "fb5a7539fc7714b2f0f449eb760f48cc7fa96950bd22ddbb77eede529333aa64",
+        "1f7f453b502db1fc9e559418a13582f42aeefa3486c98623098a6fa1827113bb",
     ),
 }
 DEFAULT_MODEL = "maeast-small"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The model card's probe results: maeast-small vs the fbank baseline vs its own random
-# initialisation, on two seeded generated datasets (5-fold linear probes, every layer).
+# initialisation, on two seeded generated datasets (5-fold linear probes, every layer, layer
+# chosen on the validation folds).
 #   bash recipes/maeast_small/evaluate.sh [WORK_DIR] [MODEL]
 set -euo pipefail
 work=${1:-runs/maeast-small-eval}
@@ -15,7 +16,12 @@ mkdir -p "$work"
     --classes 10 --words yes,no,up,down,left,right,on,off,stop,go --per-class 40 --seconds 1.5 \
     --seed 12 --snr 5,30
 
+# default features (the 8 frequency tokens of a step concatenated), then frequency-averaged
+# tokens (a probe can no longer read the spectral layout off a random projection)
 for task in sounds words; do
-    maeast-embed probe "$work/$task" -m "$model" -m fbank -m random --layer all \
-        -o "$work/report-$task" -q
+    for freq_pool in concat mean; do
+        echo "== $task, --freq-pool $freq_pool"
+        maeast-embed probe "$work/$task" -m "$model" -m fbank -m random --layer all \
+            --freq-pool "$freq_pool" -o "$work/report-$task-$freq_pool" -q
+    done
 done
