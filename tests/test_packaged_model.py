@@ -224,3 +224,14 @@ def test_pretraining_audio_generator_is_reproducible(tmp_path):
         assert 3 * 14 <= summary["total_hours"] * 3600 <= 8 * 14  # clips are 3-8 s
     assert outputs[0] == outputs[1]
     assert len({path.parts[0] for path in outputs[0]}) >= 3  # several kinds of clip
+
+
+def test_s3prl_upstream_takes_the_packaged_name(offline):
+    from upstream.mae_ast import hubconf
+
+    expert = hubconf.mae_ast(ckpt=DEFAULT_MODEL).eval()
+    wavs = [torch.from_numpy(tone(1.0, 400.0)), torch.from_numpy(noise(0.6))]
+    with torch.no_grad():
+        out = expert(wavs)
+    assert len(out["hidden_states"]) == 6  # one per encoder layer, as s3prl's MAE-AST upstream
+    assert out["last_hidden_state"].shape == (2, 6, 8 * 384)
