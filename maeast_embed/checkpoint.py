@@ -263,5 +263,6 @@ def load_model(
     """
     path, name = resolve(source, progress=progress)
     model = model_from_checkpoint(read_checkpoint(path, trust=trust_checkpoint), source=str(path))
-    model.checkpoint = CheckpointInfo(path=str(path), sha256=sha256_file(path), name=name)
+    digest = PACKAGED[name].sha256 if name in PACKAGED else sha256_file(path)  # packaged: checked by resolve
+    model.checkpoint = CheckpointInfo(path=str(path), sha256=digest, name=name)
     return model.to(device).eval()

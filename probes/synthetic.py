@@ -42,21 +42,24 @@ def _sweep(t: np.ndarray, f0: float, f1: float) -> np.ndarray:
     return np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds)))
 
 
-def speak(word: str, rng: np.random.Generator) -> np.ndarray:
-    """A spoken word from espeak-ng at a random speed and pitch, 16 kHz."""
+def espeak_ng(text: str, args: list[str] | tuple[str, ...] = ()) -> np.ndarray:
+    """`text` spoken by espeak-ng with extra command-line `args` (voice, speed, ...), 16 kHz mono."""
     if shutil.which("espeak-ng") is None:
-        raise MAEASTError("spoken-word classes need espeak-ng (apt-get install espeak-ng)")
+        raise MAEASTError("spoken audio needs espeak-ng (apt-get install espeak-ng)")
     from maeast_embed.audio import load_audio
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "word.wav"
-        speed, pitch = int(rng.integers(120, 200)), int(rng.integers(20, 80))
-        subprocess.run(
-            ["espeak-ng", "-s", str(speed), "-p", str(pitch), "-w", str(out), word],
-            check=True,
-            capture_output=True,
-        )
+        out = Path(tmp) / "speech.wav"
+        result = subprocess.run(["espeak-ng", *args, "-w", str(out), text], capture_output=True)
+        if result.returncode != 0 or not out.is_file():
+            raise MAEASTError(f"espeak-ng {' '.join(args)} failed: {result.stderr.decode(errors='replace')}")
         return load_audio(out).numpy()
+
+
+def speak(word: str, rng: np.random.Generator) -> np.ndarray:
+    """A spoken word from espeak-ng at a random speed and pitch, 16 kHz."""
+    speed, pitch = int(rng.integers(120, 200)), int(rng.integers(20, 80))
+    return espeak_ng(word, ["-s", str(speed), "-p", str(pitch)])
 
 
 def synth_clip(kind: str, seconds: float, rng: np.random.Generator, snr_db: float = 20.0) -> np.ndarray:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -29,6 +27,8 @@ import numpy as np
 import soundfile as sf
 
 from maeast_embed.audio import find_audio, load_audio
+from maeast_embed.errors import MAEASTError
+from probes.synthetic import espeak_ng
 
 SR = 16000
 KINDS = ("speech", "real", "sounds", "mixtures")
@@ -228,13 +228,11 @@ def espeak(rng: np.random.Generator, n: int) -> np.ndarray:
     voice = str(rng.choice(LANGUAGES)) + str(rng.choice(VARIANTS))
     args = ["-v", voice, "-s", str(int(rng.integers(90, 320))), "-p", str(int(rng.integers(0, 100))),
             "-g", str(int(rng.integers(0, 12)))]
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "speech.wav"
-        result = subprocess.run(["espeak-ng", *args, "-w", str(out), sentence(rng)], capture_output=True)
-        if result.returncode != 0 or not out.is_file():  # a voice this espeak-ng build lacks
-            subprocess.run(["espeak-ng", "-v", "en", "-w", str(out), sentence(rng)], check=True,
-                           capture_output=True)
-        return _fit(load_audio(out).numpy().astype(np.float64), n, rng)
+    try:
+        wave = espeak_ng(sentence(rng), args)
+    except MAEASTError:  # a voice this espeak-ng build lacks
+        wave = espeak_ng(sentence(rng), ["-v", "en"])
+    return _fit(wave.astype(np.float64), n, rng)
 
 
 def real_phrase(rng: np.random.Generator, n: int, real: list[Path]) -> np.ndarray:
