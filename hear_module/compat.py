@@ -84,3 +84,9 @@ def apply() -> None:
         _patch_lightning()
     if importlib.util.find_spec("heareval") is not None:
         _patch_gpu_name()
+
+
+def on_import(module: types.ModuleType) -> None:
+    """Site-hook entry (`maeast-embed hear register`): apply the shims once heareval or
+    hearvalidator is imported, before any of their runners' own imports."""
+    apply()

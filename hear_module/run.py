@@ -16,8 +16,6 @@ import runpy
 import sys
 from collections.abc import Sequence
 
-from . import compat
-
 ENTRY_POINTS = {
     "embeddings": "heareval.embeddings.runner",
     "predictions": "heareval.predictions.runner",
@@ -39,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     target = ENTRY_POINTS[argv[0]]
     if importlib.util.find_spec(target.split(".")[0]) is None:
         raise SystemExit(f"{target.split('.')[0]} is not installed; install the HEAR tools with: {INSTALL}")
+    from . import compat
+
     compat.apply()
     sys.argv = [target, *argv[1:]]
     runpy.run_module(target, run_name="__main__", alter_sys=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from . import defaults
 from .atomic import atomic_open
 from .config import ModelConfig
 from .errors import CheckpointError, ConfigError
@@ -43,7 +44,7 @@ PACKAGED: dict[str, PackagedModel] = {
         "1f7f453b502db1fc9e559418a13582f42aeefa3486c98623098a6fa1827113bb",
     ),
 }
-DEFAULT_MODEL = "maeast-small"
+DEFAULT_MODEL = defaults.DEFAULT_MODEL
 
 
 def _safe_extra_globals() -> list:

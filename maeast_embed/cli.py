@@ -1,8 +1,16 @@
-"""The `maeast-embed` command line: thin click commands over the library."""
+"""The `maeast-embed` command line: thin click commands over the library.
+
+The core's own commands are listed in `CORE`; consumers (the HEAR module, the probes, the s3prl
+upstream) add theirs through the `maeast_embed.commands` entry-point group, so the core never
+imports them. Commands are imported only when used (or listed by --help), and no command module
+imports torch at import time, so `maeast-embed --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import json
+from importlib import import_module
+from importlib.metadata import entry_points
 
 import click
 
@@ -10,8 +18,46 @@ from . import __version__
 from .cli_common import trust_option
 from .errors import MAEASTError
 
+ENTRY_POINT_GROUP = "maeast_embed.commands"
+CORE = {"extract": "maeast_embed.cli_extract:extract", "pretrain": "maeast_embed.pretrain.cli:pretrain"}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+def _unavailable(name: str, origin: str, err: Exception) -> click.Command:
+    """A stand-in for a plugin command that cannot be imported: listed, and it says why."""
+    reason = f"{type(err).__name__}: {err}"
+
+    def fail() -> None:
+        raise click.ClickException(f"the '{name}' command ({origin}) cannot be loaded: {reason}")
+
+    return click.Command(name, callback=fail, help=f"(unavailable: {reason})", add_help_option=False)
+
+
+class CommandGroup(click.Group):
+    """Core commands plus those of the installed consumers, each imported on first use."""
+
+    def _sources(self) -> dict[str, str]:
+        plugins = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        return {**plugins, **CORE}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self._sources()})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands:
+            return self.commands[name]
+        origin = self._sources().get(name)
+        if origin is None:
+            return None
+        module, _, attr = origin.partition(":")
+        try:
+            command = getattr(import_module(module), attr)
+        except Exception as err:  # noqa: BLE001 - a broken plugin must not break the other commands
+            return _unavailable(name, origin, err)
+        self.add_command(command, name)
+        return command
+
+
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="maeast-embed")
 def main() -> None:
     """MAE-AST toolkit: inspect checkpoints, extract embeddings, pretrain, evaluate."""
@@ -59,27 +105,6 @@ def info(checkpoint: str, trust_checkpoint: bool, as_json: bool) -> None:
     click.echo(f"weights    : {record['weights']}")
     for key, value in record["config"].items():
         click.echo(f"  {key:<20} {value}")
-
-
-from .pretrain.cli import pretrain  # noqa: E402
-
-main.add_command(pretrain)
-
-from .s3prl_hook import s3prl  # noqa: E402
-
-main.add_command(s3prl)
-
-from hear_module.cli import hear  # noqa: E402
-
-main.add_command(hear)
-
-from .cli_extract import extract  # noqa: E402
-
-main.add_command(extract)
-
-from probes.cli import probe  # noqa: E402
-
-main.add_command(probe)
 
 
 if __name__ == "__main__":

@@ -1,28 +1,36 @@
 """`maeast-embed extract`: a thin click layer over `maeast_embed.extract.run_extract`.
 
-It does not import `maeast_embed.cli` (which imports it) so that `python -m maeast_embed.cli` works;
-shared options come from `cli_common`.
+Torch and the decoders are imported when the command runs, not when it is listed.
 """
 
 from __future__ import annotations
 
 import click
 
-from .audio import supported_formats_text
-from .checkpoint import DEFAULT_MODEL
 from .cli_common import trust_option
+from .defaults import DEFAULT_MODEL
 from .errors import MAEASTError
 
 
-def _formats_help() -> str:
-    try:
-        return supported_formats_text()
-    except Exception:  # noqa: BLE001 - --help must work even if libsndfile is odd
-        return "whatever the installed libsndfile reads"
+class _FormatsHelp(click.Command):
+    """Fills in the readable formats only when this command's own --help is shown (the list
+    comes from the decoders, which the top-level --help must not import)."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        try:
+            from .audio import supported_formats_text
+
+            formats = supported_formats_text()
+        except Exception:  # noqa: BLE001 - --help must work even if a decoder library is odd
+            formats = "whatever the installed decoders read"
+        self.help = self.help.replace("{formats}", formats)
+        super().format_help_text(ctx, formatter)
 
 
 @click.command(
-    help=f"""Embed audio files with MAE-AST.
+    cls=_FormatsHelp,
+    short_help="Embed audio files with MAE-AST.",
+    help="""Embed audio files with MAE-AST.
 
 INPUT is audio files, folders (searched recursively for audio) or list files (.txt/.lst: one
 path per line; .csv: a 'path' column or the first one; .tsv: fairseq manifest). Each file
@@ -30,7 +38,7 @@ becomes OUTPUT_DIR/<its path relative to the input>.npz with `embedding` (float3
 `timestamps` (float64 seconds, frame centres; the clip centre for --granularity clip), and
 OUTPUT_DIR/manifest.jsonl logs the run. Files already done are skipped (resume).
 
-Readable formats here: {_formats_help()}. Any sample rate (resampled to 16 kHz), any channel
+Readable formats here: {formats}. Any sample rate (resampled to 16 kHz), any channel
 count (averaged to mono).
 
 Exits with status 1 if any file failed (after processing all the others).

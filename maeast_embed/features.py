@@ -299,27 +299,6 @@ class Embedder:
             for f, w in zip(features, waves, strict=True)
         ]
 
-    def embed_files(
-        self,
-        paths: Sequence[str | Path],
-        *,
-        granularity: str = "frame",
-        layer: LayerSpec = "last",
-        freq_pool: str = "concat",
-        pool: str = "mean",
-        num_workers: int = 0,
-    ) -> list[Embedding]:
-        """Embed audio files (any format libsndfile reads); long files are streamed in blocks.
-
-        Raises AudioError naming the first file that cannot be used.
-        """
-        from .extract import ExtractOptions, embed_paths
-
-        options = ExtractOptions(
-            granularity=granularity, layer=layer, freq_pool=freq_pool, pool=pool, num_workers=num_workers
-        )
-        return embed_paths(self, paths, options)
-
 
 @dataclass
 class Embedding:

@@ -6,14 +6,11 @@ from pathlib import Path
 
 import click
 
-from maeast_embed.checkpoint import DEFAULT_MODEL
 from maeast_embed.cli_common import trust_option
+from maeast_embed.defaults import DEFAULT_MODEL
 from maeast_embed.errors import MAEASTError
 
-from .datasets import LAYOUTS
-from .finetune import PRECISIONS, FinetuneConfig
-from .linear import ProbeConfig
-from .run import RunConfig, run_probe
+from .choices import LAYOUTS, PRECISIONS
 
 
 def _grid(text: str) -> tuple[float, ...]:
@@ -174,6 +171,9 @@ def probe(
     import warnings
 
     from .datasets import ProbeWarning
+    from .finetune import FinetuneConfig
+    from .linear import ProbeConfig
+    from .run import RunConfig, run_probe
 
     out_dir = out_dir or Path("runs") / f"probe-{dataset.stem or dataset.name}"
     try:

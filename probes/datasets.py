@@ -19,7 +19,8 @@ from maeast_embed.audio import audio_extensions, load_audio
 from maeast_embed.errors import MAEASTError
 from maeast_embed.frontend import SAMPLE_RATE
 
-LAYOUTS = ("auto", "folder", "csv", "esc50", "speechcommands", "hear")
+from .choices import LAYOUTS
+
 LABEL_SEPARATOR = ";"
 
 

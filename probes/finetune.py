@@ -19,10 +19,9 @@ from maeast_embed.errors import ConfigError
 from maeast_embed.frontend import SAMPLE_RATE, kaldi_fbank, min_samples_for_tokens
 from maeast_embed.model import MAEAST
 
+from .choices import PRECISIONS
 from .datasets import Split
 from .metrics import headline, scores
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)

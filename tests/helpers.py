@@ -54,3 +54,22 @@ def write_audio(path: Path, data: np.ndarray, sr: int = SR, subtype: str | None 
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), data, sr, subtype=subtype)
     return path
+
+
+def child_venv(root: Path) -> tuple[Path, Path]:
+    """A throw-away venv that sees the packages of the interpreter running the tests (a venv
+    made with system_site_packages from inside a venv would see the base interpreter's instead):
+    a .pth in its site-packages adds this interpreter's site dirs, .pth files included.
+    Returns (its python, its site-packages)."""
+    import site
+    import sys
+    import venv
+
+    venv.create(root, with_pip=False)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    child_site = root / "lib" / version / "site-packages"
+    dirs = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    (child_site / "_maeast_test_parent_site.pth").write_text(
+        "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n"
+    )
+    return root / "bin" / "python", child_site

@@ -10,7 +10,14 @@ from helpers import chirp, noise, tone, write_audio
 
 from maeast_embed.audio import load_audio
 from maeast_embed.cli import main
-from maeast_embed.extract import ExtractOptions, collect_jobs, read_manifest, run_extract, shard_of
+from maeast_embed.extract import (
+    ExtractOptions,
+    collect_jobs,
+    embed_files,
+    read_manifest,
+    run_extract,
+    shard_of,
+)
 from maeast_embed.features import Embedder
 
 LENGTHS = {"a.wav": 3.0, "sub/b.flac": 12.5, "sub/deep/c.ogg": 1.3, "d.wav": 0.1, "e.wav": 5.0}
@@ -88,7 +95,7 @@ def test_list_files_and_single_files(audio_dir, tmp_path, tiny_patch_ckpt):
 def test_python_api_matches_the_cli(audio_dir, tmp_path, tiny_patch_ckpt):
     embedder = Embedder(tiny_patch_ckpt, device="cpu", batch_size=3)
     files = [audio_dir / "a.wav", audio_dir / "stereo44.wav"]
-    from_files = embedder.embed_files(files, granularity="clip", layer="all", pool="meanmax")
+    from_files = embed_files(embedder, files, granularity="clip", layer="all", pool="meanmax")
     waves = [load_audio(f) for f in files]
     from_waves = embedder.embed_waveforms(waves, granularity="clip", layer="all", pool="meanmax")
     for a, b in zip(from_files, from_waves, strict=True):
@@ -99,7 +106,7 @@ def test_python_api_matches_the_cli(audio_dir, tmp_path, tiny_patch_ckpt):
     resampled = embedder.embed_waveforms([native], sample_rate=44100)[0]
     np.testing.assert_allclose(
         resampled.embedding,
-        embedder.embed_files([write_audio(tmp_path / "n.wav", native, sr=44100, subtype="FLOAT")])[
+        embed_files(embedder, [write_audio(tmp_path / "n.wav", native, sr=44100, subtype="FLOAT")])[
             0
         ].embedding,
         atol=2e-5,
@@ -242,7 +249,7 @@ def test_chunk_seconds_windows_are_stitched(audio_dir, tmp_path, tiny_patch_ckpt
 
 
 def test_dtypes_stay_close_to_float32(audio_dir, tmp_path, tiny_patch_ckpt):
-    ref = Embedder(tiny_patch_ckpt).embed_files([audio_dir / "e.wav"])[0].embedding
+    ref = embed_files(Embedder(tiny_patch_ckpt), [audio_dir / "e.wav"])[0].embedding
     for dtype in ["bfloat16", "float16"]:
         out = tmp_path / dtype
         result = extract(audio_dir / "e.wav", "-o", out, "--model", tiny_patch_ckpt, "--dtype", dtype)

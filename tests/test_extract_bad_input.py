@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from helpers import chirp, noise, tone, write_audio
 
 from maeast_embed.cli import main
-from maeast_embed.extract import ExtractOptions, read_manifest, run_extract
+from maeast_embed.extract import ExtractOptions, embed_files, read_manifest, run_extract
 from maeast_embed.features import Embedder
 
 
@@ -117,7 +117,7 @@ def test_streamed_long_files_equal_the_in_memory_path(tmp_path, tiny_patch_ckpt,
         assert runs["stream"][key].shape == runs["memory"][key].shape
         np.testing.assert_allclose(runs["stream"][key], runs["memory"][key], atol=2e-5)
     assert not list((tmp_path / "stream").glob("*.tmp")) and not list((tmp_path / "stream").glob("tmp*"))
-    api = embedder.embed_files([path], granularity=granularity, layer=layer, pool="meanmax")[0]
+    api = embed_files(embedder, [path], granularity=granularity, layer=layer, pool="meanmax")[0]
     np.testing.assert_allclose(api.embedding, runs["memory"]["embedding"], atol=2e-5)
 
 

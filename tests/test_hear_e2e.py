@@ -1,12 +1,18 @@
-"""hear-eval-kit end to end through the launcher: embeddings runner, then predictions runner."""
+"""hear-eval-kit end to end: the embeddings runner, then the predictions runner, through the
+launcher and through the tools' own commands after `maeast-embed hear register` (in a throw-away
+virtualenv, so the real environment is untouched)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from helpers import child_venv
 
 from hear_module.tasks import SCENE_CLASSES, make_event_task, make_scene_task
 
@@ -14,29 +20,51 @@ pytest.importorskip("heareval")
 pytest.importorskip("pytorch_lightning")
 
 
-def launch(*args: str, cwd) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "hear_module.run", *args], capture_output=True, text=True, cwd=cwd, timeout=600
-    )
+from maeast_embed.cli import main
+
+
+def expect_ok(command: list, cwd) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, cwd=cwd, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
-def test_heareval_runners_on_two_toy_tasks(tmp_path, tiny_patch_ckpt):
+def hear_cli(*args) -> str:
+    result = CliRunner().invoke(main, ["hear", *[str(a) for a in args]])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def hooked_python(tmp_path_factory):
+    """A throw-away venv seeing this environment's packages, with the HEAR hook registered."""
+    python, site = child_venv(tmp_path_factory.mktemp("venv") / "env")
+    assert "not registered" in hear_cli("status", "--site-dir", site)
+    assert hear_cli("register", "--site-dir", site).count("wrote") == 2
+    assert "not registered" not in hear_cli("status", "--site-dir", site)
+    yield python
+    assert hear_cli("unregister", "--site-dir", site).count("removed") == 2
+    assert not list(site.glob("maeast_embed_hear*"))
+
+
+LAUNCHER = {
+    "embeddings": [sys.executable, "-m", "hear_module.run", "embeddings"],
+    "predictions": [sys.executable, "-m", "hear_module.run", "predictions"],
+}
+
+
+@pytest.mark.parametrize("how", ["launcher", "hook"])
+def test_heareval_runners_on_two_toy_tasks(how, tmp_path, tiny_patch_ckpt, request):
+    if how == "launcher":
+        runners = LAUNCHER
+    else:  # the tools' own commands, unchanged, with only the registered hook
+        python = request.getfixturevalue("hooked_python")
+        runners = {name: [python, "-m", f"heareval.{name}.runner"] for name in ("embeddings", "predictions")}
     tasks = tmp_path / "tasks"
     make_scene_task(tasks / "toy_scene")
     make_event_task(tasks / "toy_event")
-    launch(
-        "embeddings",
-        "hear_module",
-        "--model",
-        str(tiny_patch_ckpt),
-        "--tasks-dir",
-        str(tasks),
-        "--embeddings-dir",
-        "embeddings",
-        cwd=tmp_path,
-    )
+    expect_ok([*runners["embeddings"], "hear_module", "--model", tiny_patch_ckpt, "--tasks-dir", tasks,
+               "--embeddings-dir", "embeddings"], tmp_path)
     out = tmp_path / "embeddings" / "hear_module"
     for task in ("toy_scene", "toy_event"):
         assert (out / task / ".done.embeddings").exists()
@@ -46,7 +74,7 @@ def test_heareval_runners_on_two_toy_tasks(tmp_path, tiny_patch_ckpt):
     }
     assert gaps == {40.0}
 
-    launch("predictions", str(out / "toy_scene"), str(out / "toy_event"), "--grid", "faster", cwd=tmp_path)
+    expect_ok([*runners["predictions"], out / "toy_scene", out / "toy_event", "--grid", "faster"], tmp_path)
     for task in ("toy_scene", "toy_event"):
         assert (out / task / "prediction-done.json").exists()
     scene = json.loads((out / "toy_scene" / "test.predicted-scores.json").read_text())
@@ -55,3 +83,25 @@ def test_heareval_runners_on_two_toy_tasks(tmp_path, tiny_patch_ckpt):
     event = json.loads((out / "toy_event" / "test.predicted-scores.json").read_text())
     assert 0.0 <= event["test"]["test_event_onset_200ms_fms"] <= 1.0
     assert event["postprocessing"], "event post-processing was chosen from the best epoch"
+
+
+def test_hear_validator_command_after_register(hooked_python, tiny_frame_ckpt, tmp_path):
+    """`hear-validator hear_module --model CKPT`, the console script itself, run by the venv's python."""
+    pytest.importorskip("hearvalidator")
+    script = shutil.which("hear-validator") or str(Path(sys.executable).with_name("hear-validator"))
+    result = expect_ok([hooked_python, script, "hear_module", "--model", tiny_frame_ckpt], tmp_path)
+    assert "Looks good!" in result.stdout
+
+
+def test_without_the_hook_the_tools_fail_here(tmp_path):
+    """The control for the hook runs: heareval's runner needs tensorflow, which is not installed."""
+    import importlib.util
+
+    from hear_module.cli import HOOK
+    from maeast_embed.sitehook import default_site_dir
+
+    if importlib.util.find_spec("tensorflow") is not None or HOOK.installed(default_site_dir()):
+        pytest.skip("tensorflow, or the HEAR hook, is installed here")
+    result = subprocess.run([sys.executable, "-m", "heareval.embeddings.runner", "--help"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode != 0 and "tensorflow" in result.stderr

@@ -227,7 +227,7 @@ def test_pretraining_audio_generator_is_reproducible(tmp_path):
 
 
 def test_s3prl_upstream_takes_the_packaged_name(offline):
-    from upstream.mae_ast import hubconf
+    from maeast_upstream.mae_ast import hubconf
 
     expert = hubconf.mae_ast(ckpt=DEFAULT_MODEL).eval()
     wavs = [torch.from_numpy(tone(1.0, 400.0)), torch.from_numpy(noise(0.6))]

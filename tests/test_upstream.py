@@ -16,11 +16,11 @@ import soundfile as sf
 import torch
 from helpers import make_checkpoint, write_audio
 
-from maeast_embed import s3prl_compat
 from maeast_embed.checkpoint import REGISTRY
 from maeast_embed.errors import AudioError, CheckpointError, ConfigError
-from upstream.mae_ast import hubconf
-from upstream.mae_ast.expert import UpstreamExpert
+from maeast_upstream import compat as s3prl_compat
+from maeast_upstream.mae_ast import hubconf
+from maeast_upstream.mae_ast.expert import UpstreamExpert
 
 ref_expert = pytest.importorskip("s3prl.upstream.mae_ast.expert")
 interfaces = pytest.importorskip("s3prl.upstream.interfaces")

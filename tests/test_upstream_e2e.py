@@ -10,11 +10,11 @@ import re
 import subprocess
 import sys
 import textwrap
-import venv
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import child_venv
 from superb_data import have_espeak, make_iemocap, make_speech_commands, make_voxceleb1
 
 from maeast_embed.cli import main
@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(not have_espeak(), reason="espeak-ng is needed t
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "upstream" / "configs"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+LAUNCHER = [sys.executable, "-m", "maeast_upstream.run_downstream"]
 ACC = re.compile(r"^test acc: ([0-9.]+)$", re.M)
 
 
@@ -47,12 +48,10 @@ def ks_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hook_python(tmp_path_factory):
     """A venv that sees this environment's packages, with the s3prl hook registered in it."""
-    root = tmp_path_factory.mktemp("venv") / "env"
-    venv.create(root, system_site_packages=True, with_pip=False)
-    site = root / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    python, site = child_venv(tmp_path_factory.mktemp("venv") / "env")
     invoke(["register", "--site-dir", site])
     assert (site / "maeast_embed_s3prl.pth").is_file() and (site / "maeast_embed_s3prl_hook.py").is_file()
-    yield root / "bin" / "python"
+    yield python
     invoke(["unregister", "--site-dir", site])
 
 
@@ -94,13 +93,39 @@ def train_then_evaluate(prefix, expdir, ckpt, task, selection, overrides, steps,
 
 
 def test_ks1_through_the_launcher(ks_data, tiny_patch_ckpt, tmp_path):
-    train_then_evaluate([sys.executable, "-m", "upstream.run_downstream"], tmp_path / "exp", tiny_patch_ckpt,
+    train_then_evaluate(LAUNCHER, tmp_path / "exp", tiny_patch_ckpt,
                         "speech_commands", "last_hidden_state", ks_overrides(*ks_data), 30, tmp_path)
 
 
-def test_ks1_through_plain_s3prl_after_register(ks_data, tiny_frame_ckpt, hook_python, tmp_path):
-    train_then_evaluate([hook_python, "-m", "s3prl.run_downstream"], tmp_path / "exp", tiny_frame_ckpt,
-                        "speech_commands", "hidden_states", ks_overrides(*ks_data), 30, tmp_path)
+def s3prl_checkout(root: Path) -> Path:
+    """An s3prl-checkout-shaped `s3prl/s3prl` folder: s3prl's own run_downstream.py next to an
+    `upstream/mae_ast/hubconf.py` of the checkout's, which is first on sys.path when the script
+    runs there (the folder that used to shadow this project's top-level `upstream` package)."""
+    import s3prl
+
+    work = root / "s3prl" / "s3prl"
+    decoy = work / "upstream" / "mae_ast"
+    decoy.mkdir(parents=True)
+    (work / "upstream" / "__init__.py").write_text("")
+    (decoy / "__init__.py").write_text("")
+    (decoy / "hubconf.py").write_text("def mae_ast_local(ckpt, **kwargs):\n    raise RuntimeError('decoy')\n")
+    (work / "run_downstream.py").write_text((Path(s3prl.__file__).parent / "run_downstream.py").read_text())
+    return work
+
+
+@pytest.mark.parametrize(
+    "how", ["checkout", pytest.param("module", marks=pytest.mark.slow)]
+)
+def test_ks1_through_plain_s3prl_after_register(how, ks_data, tiny_frame_ckpt, hook_python, tmp_path):
+    """s3prl's documented commands, unchanged: `python run_downstream.py ...` in `s3prl/s3prl` of a
+    checkout, or `python -m s3prl.run_downstream ...`, with only the registered hook."""
+    if how == "checkout":
+        cwd = s3prl_checkout(tmp_path / "checkout")
+        prefix = [hook_python, "run_downstream.py"]
+    else:
+        cwd, prefix = tmp_path, [hook_python, "-m", "s3prl.run_downstream"]
+    train_then_evaluate(prefix, tmp_path / "exp", tiny_frame_ckpt, "speech_commands", "hidden_states",
+                        ks_overrides(*ks_data), 30, cwd)
 
 
 def test_plain_s3prl_needs_the_shims_here(tmp_path):
@@ -116,7 +141,7 @@ def test_launcher_reports_a_checkpoint_that_is_not_mae_ast(ks_data, tmp_path):
 
     not_mae = tmp_path / "resnet.pt"
     torch.save({"state_dict": {"conv1.weight": torch.zeros(4, 3, 3, 3)}}, not_mae)
-    result = run([sys.executable, "-m", "upstream.run_downstream", "-m", "train", "-p", tmp_path / "exp",
+    result = run([*LAUNCHER, "-m", "train", "-p", tmp_path / "exp",
                   "-u", "mae_ast", "-k", not_mae, "-d", "speech_commands", "--device", "cpu",
                   "-c", CONFIGS / "speech_commands" / "config.yaml", "-o", ks_overrides(*ks_data)], tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -166,12 +191,12 @@ if __name__ == "__main__":
 def test_dataloader_workers_inherit_the_shims(how, method, ks_data, hook_python, tmp_path):
     """Workers unpickle s3prl's speech_commands dataset, whose module needs the sox shim.
 
-    'launcher' imports the launcher module at the top, as `python -m upstream.run_downstream`
+    'launcher' imports the launcher module at the top, as `python -m maeast_upstream.run_downstream`
     and the `maeast-s3prl` script do; 'hook' relies on the registered site hook alone;
     'main-only' (the control) applies the shims only in the parent, which spawn cannot pass on.
     """
-    top = "import upstream.run_downstream" if how == "launcher" else ""
-    main = "from maeast_embed.s3prl_compat import apply; apply()" if how == "main-only" else "pass"
+    top = "import maeast_upstream.run_downstream" if how == "launcher" else ""
+    main = "from maeast_upstream.compat import apply; apply()" if how == "main-only" else "pass"
     script = tmp_path / "workers.py"
     script.write_text(textwrap.dedent(WORKER_SCRIPT.format(top=top, main=main)))
     python = hook_python if how == "hook" else sys.executable
@@ -191,7 +216,7 @@ def test_sid_and_er_through_the_launcher(tiny_patch_ckpt, tmp_path):
     driver = tmp_path / "sid_driver.py"  # s3prl caches voxceleb1 file lists inside its package
     driver.write_text(textwrap.dedent(f"""\
         import sys
-        import upstream.run_downstream as launcher
+        import maeast_upstream.run_downstream as launcher
         import s3prl.downstream.voxceleb1.dataset as vox
         vox.CACHE_PATH = {str(tmp_path / 'vox_cache') + '/'!r}
         if __name__ == "__main__":
@@ -219,5 +244,5 @@ def test_sid_and_er_through_the_launcher(tiny_patch_ckpt, tmp_path):
         "config.runner.total_steps=24,,config.runner.eval_step=24,,config.runner.save_step=24",
         "config.runner.log_step=8",
     ])
-    train_then_evaluate([sys.executable, "-m", "upstream.run_downstream"], tmp_path / "er", tiny_patch_ckpt,
+    train_then_evaluate(LAUNCHER, tmp_path / "er", tiny_patch_ckpt,
                         "emotion", "last_hidden_state", er, 24, tmp_path)

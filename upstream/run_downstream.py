@@ -1,9 +1,9 @@
 """Launcher: s3prl's own `run_downstream`, unchanged, with `-u mae_ast` (and friends) registered.
 
-    python -m upstream.run_downstream -m train -u mae_ast -k CKPT -d speech_commands ...
+    python -m maeast_upstream.run_downstream -m train -u mae_ast -k CKPT -d speech_commands ...
     maeast-s3prl -m evaluate -e result/downstream/NAME/dev-best.ckpt
 
-Importing this module applies the s3prl 0.4.18 run-time shims (`maeast_embed.s3prl_compat`)
+Importing this module applies the s3prl 0.4.18 run-time shims (`maeast_upstream.compat`)
 and registers the hub entries. It does so at import on purpose: DataLoader workers started
 with 'spawn' or 'forkserver' re-import the main module, so they get the shims too ('fork'
 workers inherit them).
@@ -14,7 +14,8 @@ from __future__ import annotations
 import sys
 
 from maeast_embed.errors import MAEASTError
-from maeast_embed.s3prl_compat import apply as _apply_shims
+
+from .compat import apply as _apply_shims
 
 _apply_shims()
 

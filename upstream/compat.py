@@ -4,7 +4,7 @@ huggingface_hub >= 1.0 and without catalyst (see REFERENCE.md section 8).
 `apply()` is idempotent and only fills in what is missing, so it is harmless where the old
 APIs still exist. It patches modules in place: forked DataLoader workers inherit the patches;
 spawned/forkserver workers get them because the launcher module and the site hook (see
-`s3prl_hook`) apply them at import time in every interpreter.
+`maeast_upstream.cli`) apply them at import time in every interpreter.
 
 What it provides:
 - `torchaudio.set_audio_backend` / `get_audio_backend` (removed; s3prl calls them on import);

@@ -1,0 +1,45 @@
+# The README's quick start: two lines do everything, each idempotent (a second run skips what is
+# installed; extraction resumes and skips files already embedded).
+#
+#   make extract   set up what the main job needs, then embed AUDIO (default examples/audio/)
+#                  into OUT (default embeddings/) with the packaged offline model
+#   make test      set up what the tests need (system tools, every extra), then lint and test
+#
+# Everything goes into the active virtualenv, or into ./.venv (created) when none is active.
+
+PYTHON ?= python3
+VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
+AUDIO ?= examples/audio
+OUT ?= embeddings
+PIP := $(VENV)/bin/python -m pip install -q -c constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_ROOT_USER_ACTION := ignore
+
+.PHONY: extract test
+extract: $(VENV)/.maeast-core
+	$(VENV)/bin/maeast-embed extract $(AUDIO) -o $(OUT)
+
+test: $(VENV)/.maeast-all system-tools
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -q
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# the core (what `extract` needs); redone when the package metadata or the pins change
+$(VENV)/.maeast-core: setup.cfg pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(PIP) -e .
+	touch $@
+
+# every extra, and hear-eval-kit (installed without its dependencies: it pins numpy 1.19.2)
+$(VENV)/.maeast-all: $(VENV)/.maeast-core
+	$(PIP) -e ".[all]"
+	$(PIP) --no-deps heareval==2021.1.3 hearvalidator==2021.0.2
+	touch $@
+
+# speech and sound generators the tests use (Debian/Ubuntu packages)
+system-tools:
+	@command -v espeak-ng >/dev/null && command -v sox >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng sox libsndfile1 >/dev/null; }
+.PHONY: system-tools

@@ -1,0 +1,69 @@
+"""Output files: atomic uncompressed .npz writing and the on-disk spool of long frame outputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from torch import Tensor
+
+TMP_SUFFIX = ".tmp"
+
+
+class FrameSpool:
+    """Frame features of a long file kept on disk (one temporary file per layer) until written."""
+
+    def __init__(self, directory: Path, layers: int, dim: int, keep_layer_axis: bool) -> None:
+        self.files = [tempfile.TemporaryFile(dir=directory) for _ in range(layers)]
+        self.dim, self.steps, self.keep_layer_axis = dim, 0, keep_layer_axis
+
+    def add(self, features: Tensor) -> None:  # [layers, t, dim]
+        for handle, layer in zip(self.files, features.float().numpy(), strict=True):
+            handle.write(np.ascontiguousarray(layer).tobytes())
+        self.steps += features.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        inner = (self.steps, self.dim)
+        return (len(self.files), *inner) if self.keep_layer_axis else inner
+
+    def write_npy(self, out: IO[bytes]) -> None:
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
+        np.lib.format.write_array_header_1_0(out, header)
+        for handle in self.files:
+            handle.seek(0)
+            shutil.copyfileobj(handle, out, 1 << 22)
+
+    def close(self) -> None:
+        for handle in self.files:
+            handle.close()
+
+
+def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray | FrameSpool]) -> None:
+    """Write an uncompressed .npz (np.load reads it) to a temporary name, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as handle:
+            with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for name, value in arrays.items():
+                    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        if isinstance(value, FrameSpool):
+                            value.write_npy(member)
+                        else:
+                            np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+

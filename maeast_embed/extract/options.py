@@ -1,0 +1,55 @@
+"""What to extract and how: the options of one extraction run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..features import LayerSpec
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """What to extract and how to run (the embedder holds device, dtype, batch and chunk size).
+
+    Files longer than `stream_seconds` are never held whole: they are read in blocks of
+    `block_seconds`, frame outputs are spooled to disk and clip outputs pooled on the fly.
+    """
+
+    granularity: str = "frame"
+    layer: LayerSpec = "last"
+    pool: str = "mean"
+    freq_pool: str = "concat"
+    num_workers: int = 0
+    overwrite: bool = False
+    shard: tuple[int, int] = (0, 1)
+    stream_seconds: float = 600.0
+    block_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.granularity not in ("clip", "frame"):
+            raise ConfigError(f"granularity must be 'clip' or 'frame', got {self.granularity!r}")
+        if self.pool not in ("mean", "meanmax"):
+            raise ConfigError(f"pool must be 'mean' or 'meanmax', got {self.pool!r}")
+        if self.freq_pool not in ("concat", "mean"):
+            raise ConfigError(f"freq_pool must be 'concat' or 'mean', got {self.freq_pool!r}")
+        if self.num_workers < 0:
+            raise ConfigError("num_workers must be 0 (decode in the main thread) or more")
+        index, count = self.shard
+        if count < 1 or not 0 <= index < count:
+            raise ConfigError(f"shard must be I/N with 0 <= I < N, got {index}/{count}")
+        if self.stream_seconds <= 0 or self.block_seconds <= 0:
+            raise ConfigError("stream_seconds and block_seconds must be positive")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' (0-based I) -> (I, N)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError as err:
+        raise ConfigError(f"shard must look like I/N (e.g. 0/4), got {text!r}") from err
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"shard must be I/N with 0 <= I < N, got {text!r}")
+    return index, count
+
+

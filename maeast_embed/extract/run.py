@@ -1,0 +1,204 @@
+"""`run_extract`: a whole run over an output folder (resume, shards, manifest, progress, summary)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..features import Embedder
+from .engine import check_layer, iter_results
+from .jobs import collect_jobs, shard_of
+from .manifest import manifest_name, read_manifest, run_header, run_signature
+from .npz import TMP_SUFFIX, FrameSpool, write_npz_atomic
+from .options import ExtractOptions
+
+
+@dataclass
+class Summary:
+    """What a run did (files counted in this shard)."""
+
+    manifest: Path
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def lines(self) -> list[str]:
+        rate = (
+            f", {self.done / self.seconds:.2f} files/s, real-time x{self.audio_seconds / self.seconds:.1f}"
+            if self.seconds > 0 and self.done
+            else ""
+        )
+        out = [
+            f"{self.done} embedded, {self.skipped} skipped (already done), {len(self.failed)} failed "
+            f"in {self.seconds:.1f} s ({self.audio_seconds:.1f} s of audio{rate})",
+            f"manifest: {self.manifest}",
+        ]
+        out += [f"FAILED {path}: {reason}" for path, reason in self.failed]
+        return out
+
+
+class Progress:
+    """tqdm bar (TTY only, unless forced) with files/s and audio seconds per second."""
+
+    def __init__(self, total: int, enabled: bool | None) -> None:
+        from tqdm import tqdm
+
+        self.start = time.perf_counter()
+        self.audio = 0.0
+        self.bar = tqdm(
+            total=total,
+            unit="file",
+            disable=(None if enabled is None else not enabled),
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+
+    def update(self, audio_seconds: float) -> None:
+        self.audio += audio_seconds
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{self.audio / elapsed:.0f} audio-s/s", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_extract(
+    inputs: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    embedder: Embedder,
+    options: ExtractOptions,
+    *,
+    progress: bool | None = None,
+) -> Summary:
+    """Embed every input file not done yet into `output_dir`; never raises for a bad file.
+
+    Raises ConfigError when `output_dir` holds results made with different settings (model,
+    layer, granularity, pooling, dtype, chunking) unless `options.overwrite` is set.
+    """
+    started = time.perf_counter()
+    check_layer(embedder, options.layer)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = output_dir / manifest_name(options.shard)
+    headers, previous = read_manifest(manifest_path)
+    signature = run_signature(embedder, options)
+    if headers and not options.overwrite and headers[-1].get("signature") != signature:
+        old = headers[-1].get("signature", {})
+        changed = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in signature.items() if old.get(k) != v)
+        raise ConfigError(
+            f"{output_dir} holds embeddings made with other settings ({changed}); "
+            "pass --overwrite to redo them or choose another output folder"
+        )
+    jobs, problems = collect_jobs(inputs)
+    index, count = options.shard
+    jobs = [job for job in jobs if shard_of(job.rel, count) == index]
+    summary = Summary(manifest_path)
+
+    with open(manifest_path, "a+", encoding="utf-8") as manifest:
+        manifest.seek(0, os.SEEK_END)
+        if manifest.tell():  # a run killed mid-line leaves no newline: start clean
+            manifest.seek(manifest.tell() - 1)
+            if manifest.read(1) != "\n":
+                manifest.write("\n")
+
+        def record(entry: dict[str, Any]) -> None:
+            manifest.write(json.dumps(entry) + "\n")
+            manifest.flush()
+
+        record(run_header(embedder, options, [str(i) for i in inputs]))
+        for path, reason in problems:
+            summary.failed.append((path, reason))
+            record(
+                {
+                    "type": "file",
+                    "input": path,
+                    "output": None,
+                    "status": "failed",
+                    "duration": None,
+                    "frames": None,
+                    "error": reason,
+                }
+            )
+        todo = []
+        for job in jobs:
+            out = job.output(output_dir)
+            if out.exists() and not options.overwrite:
+                before = previous.get(str(job.input), {})
+                summary.skipped += 1
+                record(
+                    {
+                        "type": "file",
+                        "input": str(job.input),
+                        "output": str(out),
+                        "status": "skipped",
+                        "duration": before.get("duration"),
+                        "frames": before.get("frames"),
+                        "error": None,
+                    }
+                )
+            else:
+                out.with_name(out.name + TMP_SUFFIX).unlink(missing_ok=True)  # left by a killed run
+                todo.append(job)
+
+        bar = Progress(len(todo), progress)
+        try:
+            for result in iter_results(embedder, todo, options, spool_dir=output_dir):
+                out = result.job.output(output_dir)
+                if result.error is None:
+                    try:
+                        write_npz_atomic(
+                            out, {"embedding": result.embedding, "timestamps": result.timestamps}
+                        )
+                    except OSError as err:
+                        result.error = f"cannot write {out}: {err}"
+                    finally:
+                        if isinstance(result.embedding, FrameSpool):
+                            result.embedding.close()
+                if result.error is None:
+                    summary.done += 1
+                    summary.audio_seconds += result.duration
+                    shape = list(result.embedding.shape)
+                    record(
+                        {
+                            "type": "file",
+                            "input": str(result.job.input),
+                            "output": str(out),
+                            "status": "ok",
+                            "duration": round(result.duration, 6),
+                            "frames": result.frames,
+                            "shape": shape,
+                            "error": None,
+                        }
+                    )
+                else:
+                    summary.failed.append((str(result.job.input), result.error))
+                    record(
+                        {
+                            "type": "file",
+                            "input": str(result.job.input),
+                            "output": None,
+                            "status": "failed",
+                            "duration": result.duration,
+                            "frames": None,
+                            "error": result.error,
+                        }
+                    )
+                bar.update(result.duration or 0.0)
+        finally:
+            bar.close()
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,4 @@
+"""Option values the command line needs without importing torch."""
+
+LAYOUTS = ("auto", "folder", "csv", "esc50", "speechcommands", "hear")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # fine-tuning autocast
