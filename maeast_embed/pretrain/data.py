@@ -1,26 +1,35 @@
-"""Pretraining data: sources (folders, list files, fairseq tsv manifests), length-grouped
-batch plans, and a collate step that crops every batch to its shortest clip and draws masks.
+"""Pretraining data: sources (folders, list files, fairseq tsv manifests, WebDataset shards),
+an index of segments, length-grouped batch plans, windowed reads, and a collate step that crops
+every batch to its shortest clip and draws masks.
 
-Everything random about a batch (which clips, crop starts, masks) is derived from
-(seed, epoch, batch index), so a resumed run sees exactly the batches it would have seen.
+Recordings longer than twice `max_seconds` are cut into segments of one to two `max_seconds`
+in the index, so a long file gives a crop from each of its parts every epoch. Each batch is
+planned as windows (segment, start, length) before any audio is read, and a worker decodes only
+its window (`audio.read_window`: a seek plus the resampler's context on each side; the same
+samples as cropping the fully decoded file). Everything random about a batch (which segments,
+window starts, masks) is derived from (seed, epoch, batch index), so a resumed run sees exactly
+the batches it would have seen.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..audio import find_audio, load_audio, probe, read_path_list
+from ..audio import FileRange, Source, probe, read_path_list, read_window, scan_folder
 from ..config import ModelConfig
 from ..errors import AudioError, ConfigError
 from ..frontend import SAMPLE_RATE, num_frames
 from ..masking import sample_mask
+from ..shards import expand_shards, index_shard, is_shard_spec
 
 log = logging.getLogger(__name__)
 LIST_SUFFIXES = {".txt", ".lst", ".list", ".csv"}
@@ -32,8 +41,17 @@ class DataError(ConfigError):
 
 @dataclass(frozen=True)
 class Clip:
+    """A segment of a recording: 16 kHz samples [offset, offset + num_samples) of `path` (a
+    file, or `shard.tar:key` with the bytes at `member`)."""
+
     path: str
     num_samples: int  # at 16 kHz
+    offset: int = 0
+    member: FileRange | None = None
+
+    @property
+    def source(self) -> Source:
+        return self.member or self.path
 
 
 @dataclass
@@ -41,17 +59,25 @@ class ScanReport:
     clips: list[Clip]
     unreadable: list[str]
     too_short: int
+    ignored: list[str] = field(default_factory=list)  # per folder: "ignored 3 files: .txt 3"
 
 
-def _probe(path: Path) -> int | None:
+class _Entry(NamedTuple):
+    name: str
+    source: Source
+    num_samples: int | None  # None: probe the file
+    error: str | None = None
+
+
+def _probe(source: Source) -> int | None:
     """Samples at 16 kHz from the file header, or None when the file cannot be read."""
     try:
-        return probe(path).samples_16k
+        return probe(source).samples_16k
     except AudioError:
         return None
 
 
-def _read_manifest(path: Path) -> list[tuple[Path, int | None]]:
+def _read_manifest(path: Path) -> list[_Entry]:
     """fairseq tsv: first line = root folder, then `relative/path<TAB>num_samples` lines."""
     try:
         lines = path.read_text().splitlines()
@@ -68,16 +94,31 @@ def _read_manifest(path: Path) -> list[tuple[Path, int | None]]:
             continue
         parts = line.split("\t")
         try:
-            out.append((root / parts[0], int(parts[1]) if len(parts) > 1 else None))
+            length = int(parts[1]) if len(parts) > 1 else None
         except ValueError as err:
             raise DataError(f"{path}:{number}: expected 'path<TAB>num_samples', got {line!r}") from err
+        out.append(_Entry(str(root / parts[0]), str(root / parts[0]), length))
     return out
 
 
-def _expand(source: str) -> list[tuple[Path, int | None]]:
+def _shard_entries(spec: str) -> list[_Entry]:
+    try:
+        shards = expand_shards(spec)
+        samples = [s for shard in shards for s in index_shard(shard).samples]
+    except AudioError as err:
+        raise DataError(str(err)) from err
+    return [_Entry(s.name, s.audio() if not s.error else s.name, None, s.error) for s in samples]
+
+
+def _expand(source: str, ignored: list[str]) -> list[_Entry]:
+    if is_shard_spec(source):
+        return _shard_entries(source)
     path = Path(source).expanduser()
     if path.is_dir():
-        return [(p, None) for p in find_audio(path)]
+        scan = scan_folder(path)
+        if scan.summary():
+            ignored.append(f"{source}: {scan.summary()}")
+        return [_Entry(str(p), str(p), None) for p in scan.files]
     if not path.exists():
         raise DataError(f"data source not found: {source}")
     if path.suffix.lower() == ".tsv":
@@ -87,32 +128,47 @@ def _expand(source: str) -> list[tuple[Path, int | None]]:
             root, entries = read_path_list(path)
         except AudioError as err:
             raise DataError(str(err)) from err
-        return [(root / Path(entry).expanduser(), None) for entry in entries]
-    return [(path, None)]
+        paths = [str(root / Path(entry).expanduser()) for entry in entries]
+        return [_Entry(p, p, None) for p in paths]
+    return [_Entry(str(path), str(path), None)]
 
 
-def scan_sources(sources: Iterable[str], min_samples: int) -> ScanReport:
-    """Every clip of every source with its length; unreadable and too-short files set aside."""
-    clips, unreadable, too_short = [], [], 0
+def segments(num_samples: int, max_samples: int | None) -> list[tuple[int, int]]:
+    """(offset, length) pieces of a recording: itself when shorter than 2 * max_samples, else
+    num_samples // max_samples equal parts (each between max_samples and 2 * max_samples)."""
+    if not max_samples or num_samples < 2 * max_samples:
+        return [(0, num_samples)]
+    count = num_samples // max_samples
+    bounds = [i * num_samples // count for i in range(count + 1)]
+    return [(a, b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def scan_sources(sources: Iterable[str], min_samples: int, max_samples: int | None = None) -> ScanReport:
+    """Every segment of every source with its length; unreadable and too-short files set aside."""
+    clips, unreadable, too_short, ignored = [], [], 0, []
     for source in sources:
-        for path, length in _expand(source):
-            if length is None:
-                length = _probe(path)
-                if length is None:
-                    unreadable.append(str(path))
-                    continue
+        for entry in _expand(source, ignored):
+            length = entry.num_samples
+            if entry.error is None and length is None:
+                length = _probe(entry.source)
+            if entry.error is not None or length is None:
+                unreadable.append(entry.name)
+                continue
             if length < min_samples:
                 too_short += 1
                 continue
-            clips.append(Clip(str(path), length))
-    return ScanReport(clips, unreadable, too_short)
+            member = entry.source if isinstance(entry.source, FileRange) else None
+            clips.extend(Clip(entry.name, n, offset, member) for offset, n in segments(length, max_samples))
+    return ScanReport(clips, unreadable, too_short, ignored)
 
 
-def load_dataset_index(sources: list[str], min_samples: int) -> list[Clip]:
+def load_dataset_index(sources: list[str], min_samples: int, max_samples: int | None = None) -> list[Clip]:
     """Scan and report; a dataset with no usable clip is an error before training starts."""
     if not sources:
-        raise DataError("no data given: pass --data FOLDER|LIST|MANIFEST.tsv (several allowed)")
-    report = scan_sources(sources, min_samples)
+        raise DataError("no data given: pass --data FOLDER|LIST|MANIFEST.tsv|SHARDS.tar (several allowed)")
+    report = scan_sources(sources, min_samples, max_samples)
+    for line in report.ignored:
+        log.info("%s", line)
     if report.unreadable:
         log.warning("skipping %d unreadable files (first: %s)", len(report.unreadable), report.unreadable[0])
     if report.too_short:
@@ -154,8 +210,31 @@ def plan_epoch(
     return [[(index, int(c)) for c in batches[index]] for index in range(rank, usable, world_size)]
 
 
+class Window(NamedTuple):
+    """What one worker reads: 16 kHz samples [start, start + length) of a clip's file."""
+
+    batch: int
+    clip: int
+    start: int
+    length: int
+
+
+def plan_windows(
+    batch: list[tuple[int, int]], clips: list[Clip], seed: int, epoch: int, max_samples: int | None
+) -> list[Window]:
+    """The batch's crop: its shortest clip (at most max_samples), at a random start in each."""
+    index = batch[0][0]
+    lengths = np.array([clips[c].num_samples for _, c in batch])
+    crop = int(lengths.min()) if not max_samples else min(int(lengths.min()), max_samples)
+    rng = np.random.default_rng([seed, epoch, index, 1])
+    starts = np.floor(rng.random(len(batch)) * (lengths - crop + 1)).astype(np.int64)
+    return [
+        Window(index, c, clips[c].offset + int(s), crop) for (_, c), s in zip(batch, starts, strict=True)
+    ]
+
+
 class ClipDataset(torch.utils.data.Dataset):
-    """Reads one clip; a file that fails to decode (or is too short) comes back as None."""
+    """Reads one window; a file that fails to decode (or comes back too short) is None."""
 
     def __init__(self, clips: list[Clip], min_samples: int) -> None:
         self.clips, self.min_samples = clips, min_samples
@@ -163,15 +242,14 @@ class ClipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[int, int, np.ndarray | None]:
-        batch_index, clip_index = key
+    def __getitem__(self, key: Window) -> tuple[int, int, np.ndarray | None]:
         try:
-            wave = load_audio(self.clips[clip_index].path).numpy()  # mono, 16 kHz, finite
+            wave = read_window(self.clips[key.clip].source, key.start, key.length).numpy()
         except AudioError:
             wave = None
         if wave is not None and wave.size < self.min_samples:
             wave = None
-        return batch_index, clip_index, wave
+        return key.batch, key.clip, wave
 
 
 @dataclass
@@ -187,7 +265,9 @@ class Batch:
 
 @dataclass
 class Collator:
-    """Crop every clip to the batch's shortest (random start), then draw the masks."""
+    """Crop every clip to the batch's shortest (random start), then draw the masks. Windows
+    planned by `plan_windows` arrive cropped already; a file that decoded shorter than its
+    index said shortens the batch."""
 
     model: ModelConfig
     clips: list[Clip]
@@ -217,3 +297,37 @@ class Collator:
             generator=gen,
         )
         return Batch(wave, kept, masked, skipped, index)
+
+
+def epoch_loader(
+    clips: list[Clip],
+    plan: list[list[tuple[int, int]]],
+    model: ModelConfig,
+    *,
+    seed: int,
+    epoch: int,
+    min_samples: int,
+    max_samples: int | None,
+    num_workers: int,
+    pin_memory: bool = False,
+) -> torch.utils.data.DataLoader:
+    """The batches of `plan` (from `plan_epoch`), each read as its planned windows."""
+    windows = [plan_windows(batch, clips, seed, epoch, max_samples) for batch in plan]
+    return torch.utils.data.DataLoader(
+        ClipDataset(clips, min_samples), batch_sampler=windows,
+        collate_fn=Collator(model, clips, seed, epoch, max_samples),
+        num_workers=num_workers, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed + epoch),  # keeps the global RNG untouched
+    )
+
+
+def timed(batches: Iterable[Batch], clock: dict[str, Any]) -> Iterator[Batch]:
+    """The batches, adding the seconds spent waiting for each one to clock["wait"]."""
+    iterator = iter(batches)
+    while True:
+        begin = time.perf_counter()
+        batch = next(iterator, None)
+        clock["wait"] += time.perf_counter() - begin
+        if batch is None:
+            return
+        yield batch

@@ -25,7 +25,7 @@ from ..frontend import SAMPLE_RATE, kaldi_fbank
 from ..losses import pretrain_loss
 from ..model import MAEAST
 from .config import TrainConfig
-from .data import Batch, ClipDataset, Collator, load_dataset_index, plan_epoch
+from .data import Batch, epoch_loader, load_dataset_index, plan_epoch, timed
 
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -213,7 +213,7 @@ def train(
 
     min_samples = int(round(cfg.min_seconds * SAMPLE_RATE))
     max_samples = int(round(cfg.max_seconds * SAMPLE_RATE)) if cfg.max_seconds else None
-    clips = load_dataset_index(cfg.data, min_samples)
+    clips = load_dataset_index(cfg.data, min_samples, max_samples)
     lengths = np.array([c.num_samples for c in clips])
     batches_per_epoch = len(plan_epoch(lengths, cfg.batch_size, cfg.seed, 0, env.rank, env.world_size))
 
@@ -286,20 +286,19 @@ def train(
 
     micro = step * cfg.accum_steps
     epoch, offset = divmod(micro, batches_per_epoch)
-    window = {"loss": 0.0, "recon": 0.0, "nce": 0.0, "n": 0, "t": time.perf_counter(), "steps": 0}
+    window = {"loss": 0.0, "recon": 0.0, "nce": 0.0, "n": 0, "t": time.perf_counter(), "steps": 0,
+              "wait": 0.0}
     last_good: Batch | None = None
     pending = 0  # micro-batches accumulated toward the next update
     try:
         while step < cfg.max_steps:
             plan = plan_epoch(lengths, cfg.batch_size, cfg.seed, epoch, env.rank, env.world_size)[offset:]
-            loader = torch.utils.data.DataLoader(
-                ClipDataset(clips, min_samples), batch_sampler=plan,
-                collate_fn=Collator(cfg.model, clips, cfg.seed, epoch, max_samples),
-                num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                generator=torch.Generator().manual_seed(cfg.seed + epoch),  # keeps the global RNG untouched
+            loader = epoch_loader(
+                clips, plan, cfg.model, seed=cfg.seed, epoch=epoch, min_samples=min_samples,
+                max_samples=max_samples, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
             )
             good = 0
-            for batch in loader:
+            for batch in timed(loader, window):  # adds the time spent waiting to window['wait']
                 skipped_total += len(batch.skipped)
                 good += batch.wave is not None
                 weight = 1.0
@@ -400,7 +399,8 @@ def _log_record(window: dict[str, Any], step: int, lr: float, grad_norm: Tensor,
         "lr": lr,
         "grad_norm": float(grad_norm),
         "steps_per_s": window["steps"] / max(now - window["t"], 1e-9),
+        "data_wait": window["wait"] / max(now - window["t"], 1e-9),  # share of the time spent waiting on data
         "skipped": skipped,
     }
-    window.update(loss=0.0, recon=0.0, nce=0.0, n=0, t=now, steps=0)
+    window.update(loss=0.0, recon=0.0, nce=0.0, n=0, t=now, steps=0, wait=0.0)
     return record
