@@ -19,7 +19,11 @@ from .cli_common import trust_option
 from .errors import MAEASTError
 
 ENTRY_POINT_GROUP = "maeast_embed.commands"
-CORE = {"extract": "maeast_embed.cli_extract:extract", "pretrain": "maeast_embed.pretrain.cli:pretrain"}
+CORE = {
+    "extract": "maeast_embed.cli_extract:extract",
+    "pretrain": "maeast_embed.pretrain.cli:pretrain",
+    "status": "maeast_embed.cli_status:status",
+}
 
 
 def _unavailable(name: str, origin: str, err: Exception) -> click.Command:

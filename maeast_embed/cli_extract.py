@@ -68,17 +68,23 @@ Exits with status 1 if any file failed (after processing all the others).
               show_default=True,
               help="Long files are encoded in windows of this length and stitched (deterministic).")
 @click.option("--overwrite", is_flag=True, help="Redo files whose output exists (default: skip them).")
-@click.option("--shard", default="0/1", show_default=True,
-              help="I/N: process only shard I (0-based) of N; each shard writes manifest.shard-I-of-N.jsonl.")
+@click.option("--shard", default="auto", show_default=True,
+              help="I/N: process only shard I (0-based) of N; each shard writes manifest.shard-I-of-N.jsonl. "
+              "auto: from torchrun (RANK/WORLD_SIZE) or SLURM (SLURM_PROCID/SLURM_NTASKS, job arrays) "
+              "when launched by one, else 0/1; on CUDA each process then uses cuda:LOCAL_RANK.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar, no summary (failures still go to stderr).")
 @trust_option
 def extract(inputs, output_dir, model, granularity, layer, pool, freq_pool, batch_size, device, dtype,
             num_workers, chunk_seconds, overwrite, shard, quiet, trust_checkpoint) -> None:
+    import torch
+
     from .extract import ExtractOptions, parse_shard, run_extract
+    from .extract.launch import process_device
     from .features import Embedder, parse_layer
 
     try:
+        device = process_device(device, torch.cuda.is_available())
         options = ExtractOptions(
             granularity=granularity, layer=parse_layer(layer), pool=pool, freq_pool=freq_pool,
             num_workers=num_workers, overwrite=overwrite, shard=parse_shard(shard),

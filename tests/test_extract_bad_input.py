@@ -129,7 +129,8 @@ def test_streamed_file_with_nan_in_a_late_block_fails_cleanly(tmp_path, tiny_pat
     options = ExtractOptions(stream_seconds=1.0, block_seconds=0.5)
     summary = run_extract([tmp_path / "in"], tmp_path / "out", Embedder(tiny_patch_ckpt), options)
     assert summary.done == 1 and len(summary.failed) == 1 and "NaN" in summary.failed[0][1]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.jsonl", "ok.wav.npz"]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == [".manifest.jsonl.lock", "manifest.jsonl", "ok.wav.npz"]
 
 
 def _write_long_file(path: Path, seconds: int, rate: int) -> None:
@@ -230,9 +231,11 @@ def test_kill_9_mid_run_then_rerun_completes(tmp_path, tiny_patch_ckpt):
     rerun = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{24 - killed_with} embedded, {killed_with} skipped" in rerun.stderr
-    assert sorted(p.name for p in out.iterdir()) == [f"f{i:02d}.wav.npz" for i in range(24)] + [
-        "manifest.jsonl"
-    ]
+    assert "took over the lock of a killed run" in rerun.stderr
+    # no temporary file is left behind; the (hidden) lock file stays, released
+    assert sorted(p.name for p in out.iterdir()) == [".manifest.jsonl.lock"] + [
+        f"f{i:02d}.wav.npz" for i in range(24)
+    ] + ["manifest.jsonl"]
     for npz in out.glob("*.npz"):
         assert load(npz)["embedding"].shape == (12, 512)
     headers, files = read_manifest(manifest)

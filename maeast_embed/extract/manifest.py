@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,17 +17,22 @@ from .options import ExtractOptions
 MANIFEST = "manifest.jsonl"
 
 
-def read_manifest(path: str | os.PathLike) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """(header records, latest file record per input path); unreadable lines are ignored."""
-    headers, files = [], {}
+def iter_records(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """The records of a manifest in order (none if it does not exist); unreadable lines are skipped."""
     path = Path(path)
     if not path.is_file():
-        return headers, files
+        return
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            record = json.loads(line)
+            yield json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a killed run
+
+
+def read_manifest(path: str | os.PathLike) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(header records, latest file record per input path)."""
+    headers, files = [], {}
+    for record in iter_records(path):
         if record.get("type") == "header":
             headers.append(record)
         elif record.get("type") == "file":
@@ -53,7 +58,16 @@ def run_signature(embedder: Embedder, options: ExtractOptions) -> dict[str, Any]
     }
 
 
-def run_header(embedder: Embedder, options: ExtractOptions, inputs: Sequence[str]) -> dict[str, Any]:
+def run_header(
+    embedder: Embedder,
+    options: ExtractOptions,
+    inputs: Sequence[str],
+    *,
+    files: int,
+    taken_over: str | None = None,
+) -> dict[str, Any]:
+    """The record that opens a run: model, layers, options, signature, inputs, the number of
+    files of this shard and, when a killed run's lock was taken over, whose it was."""
     cfg = embedder.model.cfg
     info = getattr(embedder.model, "checkpoint", None)
     count = cfg.encoder_layers
@@ -95,6 +109,8 @@ def run_header(embedder: Embedder, options: ExtractOptions, inputs: Sequence[str
         },
         "signature": run_signature(embedder, options),
         "inputs": [str(i) for i in inputs],
+        "files": files,
+        "taken_over": taken_over,
     }
 
 

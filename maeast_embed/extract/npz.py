@@ -12,6 +12,8 @@ from typing import IO
 import numpy as np
 from torch import Tensor
 
+from ..atomic import atomic_open
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -49,21 +51,33 @@ class FrameSpool:
 
 
 def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray | FrameSpool]) -> None:
-    """Write an uncompressed .npz (np.load reads it) to a temporary name, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    try:
-        with open(tmp, "wb") as handle:
-            with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-                for name, value in arrays.items():
-                    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                        if isinstance(value, FrameSpool):
-                            value.write_npy(member)
-                        else:
-                            np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write an uncompressed .npz (np.load reads it) to a temporary name unique to this write
+    (`.<name>.<random>.tmp`), fsync, rename."""
+    with atomic_open(path, "wb", suffix=TMP_SUFFIX) as handle:
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, value in arrays.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    if isinstance(value, FrameSpool):
+                        value.write_npy(member)
+                    else:
+                        np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+
+
+def remove_leftovers(outputs: list[Path]) -> int:
+    """Delete the temporary files killed runs left for these outputs (one listing per folder);
+    returns how many."""
+    by_folder: dict[Path, set[str]] = {}
+    for out in outputs:
+        by_folder.setdefault(out.parent, set()).add(out.name)
+    removed = 0
+    for folder, names in by_folder.items():
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            name = entry.name  # .<output name>.<random>.tmp
+            if name.startswith(".") and name.endswith(TMP_SUFFIX):
+                if name[1 : -len(TMP_SUFFIX)].rpartition(".")[0] in names:
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed += 1
+    return removed
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..features import LayerSpec
+from .launch import shard_from_environment
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ class ExtractOptions:
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """'I/N' (0-based I) -> (I, N)."""
+    """'I/N' (0-based I) -> (I, N); 'auto' -> this process's shard of a torchrun/SLURM launch."""
+    if text == "auto":
+        return shard_from_environment()
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError as err:

@@ -15,8 +15,9 @@ from ..errors import ConfigError
 from ..features import Embedder
 from .engine import check_layer, iter_results
 from .jobs import collect_jobs, shard_of
+from .lock import lock_path, run_lock
 from .manifest import manifest_name, read_manifest, run_header, run_signature
-from .npz import TMP_SUFFIX, FrameSpool, write_npz_atomic
+from .npz import FrameSpool, remove_leftovers, write_npz_atomic
 from .options import ExtractOptions
 
 
@@ -30,6 +31,7 @@ class Summary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     audio_seconds: float = 0.0
     seconds: float = 0.0
+    taken_over: str | None = None  # the holder of a lock a killed run left
 
     @property
     def ok(self) -> bool:
@@ -41,7 +43,8 @@ class Summary:
             if self.seconds > 0 and self.done
             else ""
         )
-        out = [
+        out = [f"took over the lock of a killed run ({self.taken_over})"] if self.taken_over else []
+        out += [
             f"{self.done} embedded, {self.skipped} skipped (already done), {len(self.failed)} failed "
             f"in {self.seconds:.1f} s ({self.audio_seconds:.1f} s of audio{rate})",
             f"manifest: {self.manifest}",
@@ -94,6 +97,20 @@ def run_extract(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = output_dir / manifest_name(options.shard)
+    with run_lock(lock_path(output_dir, manifest_path.name)) as left_by:
+        return _run_locked(inputs, output_dir, manifest_path, embedder, options, progress, started, left_by)
+
+
+def _run_locked(
+    inputs: Sequence[str | os.PathLike],
+    output_dir: Path,
+    manifest_path: Path,
+    embedder: Embedder,
+    options: ExtractOptions,
+    progress: bool | None,
+    started: float,
+    left_by: str | None,
+) -> Summary:
     headers, previous = read_manifest(manifest_path)
     signature = run_signature(embedder, options)
     if headers and not options.overwrite and headers[-1].get("signature") != signature:
@@ -106,7 +123,7 @@ def run_extract(
     jobs, problems = collect_jobs(inputs)
     index, count = options.shard
     jobs = [job for job in jobs if shard_of(job.rel, count) == index]
-    summary = Summary(manifest_path)
+    summary = Summary(manifest_path, taken_over=left_by)
 
     with open(manifest_path, "a+", encoding="utf-8") as manifest:
         manifest.seek(0, os.SEEK_END)
@@ -116,10 +133,12 @@ def run_extract(
                 manifest.write("\n")
 
         def record(entry: dict[str, Any]) -> None:
+            if entry["type"] == "file":
+                entry["elapsed"] = round(time.perf_counter() - started, 3)
             manifest.write(json.dumps(entry) + "\n")
             manifest.flush()
 
-        record(run_header(embedder, options, [str(i) for i in inputs]))
+        record(run_header(embedder, options, [str(i) for i in inputs], files=len(jobs), taken_over=left_by))
         for path, reason in problems:
             summary.failed.append((path, reason))
             record(
@@ -151,8 +170,8 @@ def run_extract(
                     }
                 )
             else:
-                out.with_name(out.name + TMP_SUFFIX).unlink(missing_ok=True)  # left by a killed run
                 todo.append(job)
+        remove_leftovers([job.output(output_dir) for job in jobs])  # temporary files of killed runs
 
         bar = Progress(len(todo), progress)
         try:
