@@ -21,23 +21,24 @@ def encode(
     video: bool = False,
     audio: bool = True,
     faststart: bool = False,
+    options: dict[str, str] | None = None,
 ) -> Path:
-    """Write `data` ([frames] or [frames, channels] float in [-1, 1]) with an FFmpeg encoder;
-    `video` adds a small mpeg4 video stream (first in the file), `audio=False` leaves only it."""
+    """Write `data` ([frames] or [frames, channels] float in [-1, 1]) with an FFmpeg encoder
+    (`options`: the encoder's, e.g. {"aac_pns": "0"}); `video` adds a small mpeg4 video stream
+    (first in the file), `audio=False` leaves only it."""
     data = np.asarray(data, dtype=np.float32)
     data = data[:, None] if data.ndim == 1 else data
     layout = LAYOUTS[data.shape[1]]
     path.parent.mkdir(parents=True, exist_ok=True)
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", format=container, options=options) as out:
+    muxer = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", format=container, options=muxer) as out:
         picture = None
         if video:
             picture = out.add_stream("mpeg4", rate=25)
             picture.width, picture.height, picture.pix_fmt = 64, 48, "yuv420p"
         if audio:
-            stream = out.add_stream(codec, rate=rate, layout=layout)
-            if codec == "vorbis":
-                stream.codec_context.options = {"strict": "experimental"}
+            extra = {"strict": "experimental"} if codec == "vorbis" else {}
+            stream = out.add_stream(codec, rate=rate, layout=layout, options={**extra, **(options or {})})
             if bit_rate or codec.startswith("wmav"):  # the WMA encoders need one
                 stream.bit_rate = bit_rate or 64000
             fmt = av.AudioFormat(stream.codec_context.format.name)

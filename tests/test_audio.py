@@ -1,6 +1,7 @@
-"""Decoding (formats, bit depths, channels, rates), block-wise reading, listing, bad files."""
+"""Decoding (formats, containers, bit depths, channels, rates), blocks, windows, listing, bad files."""
 
 import os
+import struct
 import subprocess
 import sys
 
@@ -10,16 +11,21 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from helpers import chirp, noise, tone, write_audio
+from media import encode
 
 from maeast_embed.audio import (
     audio_extensions,
     find_audio,
     iter_audio_blocks,
     load_audio,
+    open_decoder,
     probe,
     read_path_list,
+    read_window,
+    scan_folder,
     supported_formats_text,
 )
+from maeast_embed.audio.decoders import PyAVDecoder, SndfileDecoder
 from maeast_embed.errors import AudioError
 
 SR = 16000
@@ -155,3 +161,188 @@ def test_find_audio_and_list_files(tmp_path):
     (tmp_path / "train.tsv").write_text(f"{tmp_path / 'b'}\nz.wav\t16000\nc/y.ogg\t8000\n")
     root, entries = read_path_list(tmp_path / "train.tsv")
     assert root == tmp_path / "b" and entries == ["z.wav", "c/y.ogg"]
+
+
+# ---------------------------------------------------------------- FFmpeg containers (PyAV)
+def _mix(seconds: float, rate: int, channels: int) -> np.ndarray:
+    """A chirp plus noise per channel (different levels), [frames, channels] float32."""
+    base = np.interp(np.arange(int(seconds * rate)) / rate, np.arange(int(seconds * SR)) / SR, chirp(seconds))
+    rng = np.random.default_rng(channels)
+    cols = [(0.5 + 0.5 * c / max(1, channels - 1)) * base + 0.01 * rng.standard_normal(base.size)
+            for c in range(channels)]
+    return np.stack(cols, 1).astype(np.float32)
+
+
+def _spectral_match(wave: torch.Tensor, reference: np.ndarray) -> float:
+    n = min(wave.numel(), reference.size)  # magnitude spectra: blind to codec delay
+    return float(np.corrcoef(np.abs(np.fft.rfft(wave.numpy()[:n])), np.abs(np.fft.rfft(reference[:n])))[0, 1])
+
+
+@pytest.mark.parametrize(
+    "name, codec, rate, channels, container",
+    [
+        ("aac.m4a", "aac", 44100, 2, None),
+        ("alac.m4a", "alac", 44100, 1, None),
+        ("clip.mkv", "libopus", 48000, 2, None),
+        ("clip.webm", "vorbis", 44100, 2, None),
+        ("clip.wma", "wmav2", 22050, 1, "asf"),
+        ("clip.ac3", "ac3", 48000, 2, None),
+        ("clip.amr", "libopencore_amrnb", 8000, 1, None),
+        ("video.mp4", "aac", 32000, 1, None),  # a video stream first, then the audio
+    ],
+)
+def test_ffmpeg_containers_decode(tmp_path, name, codec, rate, channels, container):
+    data = _mix(1.0, rate, channels)
+    path = encode(tmp_path / name, data, rate, codec, container=container, video=name.startswith("video"),
+                  bit_rate=12200 if "amr" in codec else None)
+    info = probe(path)
+    assert (info.sample_rate, info.channels, info.backend, info.exact) == (rate, channels, "ffmpeg", False)
+    assert abs(info.duration - 1.0) < 0.1
+    wave = load_audio(path)
+    expected = AF.resample(torch.from_numpy(data.mean(axis=1)), rate, SR).numpy()
+    assert wave.dtype == torch.float32 and abs(wave.numel() - SR) < 0.1 * SR  # codec padding only
+    if codec == "alac":  # lossless: the very samples (to 16-bit rounding)
+        assert float((wave[: expected.size] - torch.from_numpy(expected)).abs().max()) < 1e-3
+    assert _spectral_match(wave, expected) > (0.8 if "amr" in codec else 0.9), name
+    blocks = list(iter_audio_blocks(path, block_seconds=0.1))
+    assert len(blocks) >= 5 and torch.allclose(torch.cat(blocks), wave, atol=1e-6)
+    assert name.rsplit(".", 1)[1] and f".{name.rsplit('.', 1)[1]}" in audio_extensions()
+
+
+@pytest.mark.parametrize("name, subtype", [("pcm16.wav", "PCM_16"), ("float.wav", "FLOAT"),
+                                           ("x.flac", "PCM_24"), ("x.ogg", "VORBIS")])
+def test_libsndfile_and_ffmpeg_give_the_same_samples(tmp_path, name, subtype):
+    path = write_audio(tmp_path / name, _mix(1.5, 44100, 2), sr=44100, subtype=subtype)
+    with open_decoder(path) as ours:
+        assert isinstance(ours, SndfileDecoder)
+        native = ours.read(-1)
+    with PyAVDecoder(str(path), str(path)) as ffmpeg:
+        other = ffmpeg.read(-1)
+        assert (ffmpeg.sample_rate, ffmpeg.channels) == (44100, 2)
+    assert native.shape == other.shape
+    assert float(np.abs(native - other).max()) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "name, codec, rate",
+    [("long.m4a", "aac", 44100), ("long.opus", "libopus", 48000), ("alac.m4a", "alac", 44100),
+     ("long.flac", None, 44100), ("long.wav", None, 22050)],
+)
+def test_windows_equal_slices_of_the_whole_file(tmp_path, monkeypatch, name, codec, rate):
+    data = _mix(8.0, rate, 2)
+    if codec:  # AAC without noise substitution (PNS): see the next test
+        options = {"aac_pns": "0"} if codec == "aac" else None
+        path = encode(tmp_path / name, data, rate, codec, options=options)
+    else:
+        path = write_audio(tmp_path / name, data, sr=rate, subtype="PCM_16")
+    whole = load_audio(path)
+    seeks = []
+    original = PyAVDecoder._seek_timestamp
+    monkeypatch.setattr(PyAVDecoder, "_seek_timestamp",
+                        lambda self, *a: seeks.append(a) or original(self, *a))
+    end = whole.numel()
+    for start, length in [(0, 16000), (4000, 20000), (50000, 32000), (96000, 31000), (end - 9000, 16000),
+                          (end + 5, 100)]:
+        window = read_window(path, start, length)
+        expected = whole[start : start + length]
+        assert window.shape == expected.shape, (start, length)
+        if expected.numel():
+            assert float((window - expected).abs().max()) < 1e-4, (start, length)
+    if probe(path).backend == "ffmpeg":
+        assert len(seeks) >= 3  # the far windows were reached by seeking, not by decoding up to them
+
+
+def test_aac_noise_substitution_windows_are_deterministic(tmp_path):
+    """AAC's PNS decodes noise bands from a random generator that runs through the whole file:
+    a window reached by seeking draws other noise there (as any player's seek does); the
+    signal, and the same window asked twice, are the same."""
+    path = encode(tmp_path / "pns.m4a", _mix(8.0, 44100, 2), 44100, "aac")
+    whole = load_audio(path)
+    window = read_window(path, 50000, 32000)
+    assert torch.equal(window, read_window(path, 50000, 32000))
+    expected = whole[50000:82000]
+    assert float((window - expected).abs().max()) < 0.1
+    assert float((window - expected).pow(2).mean() / expected.pow(2).mean()) < 1e-3  # SNR > 30 dB
+
+
+def test_seeks_in_millisecond_timestamps_land_within_half_a_millisecond(tmp_path):
+    path = encode(tmp_path / "long.webm", _mix(34.0, 48000, 1), 48000, "libopus")
+    with open_decoder(path) as decoder:
+        whole = decoder.read(-1)
+    for target in (20 * 48000 + 77, 31 * 48000 + 123):  # decoded up to below 30 s, seeks past it
+        with open_decoder(path) as decoder:
+            decoder.seek(target)
+            block = decoder.read(4800)
+        shifts = [s for s in range(-24, 25)  # Opus settles after a seek to ~1e-4, not to the bit
+                  if np.abs(block - whole[target + s : target + s + 4800]).max() < 1e-3]
+        assert shifts == [0] if target < 30 * 48000 else len(shifts) == 1, (target, shifts)
+
+
+def test_probe_lengths_are_estimates_decoding_is_authoritative(tmp_path):
+    stereo = _mix(2.0, 48000, 2)
+    path = encode(tmp_path / "clip.webm", stereo, 48000, "libopus")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x44\x89\x88")  # Matroska Segment Duration, an 8-byte float (ms)
+    (claimed,) = struct.unpack(">d", data[at + 3 : at + 11])
+    data[at + 3 : at + 11] = struct.pack(">d", claimed * 5)
+    lying = tmp_path / "lying.webm"
+    lying.write_bytes(bytes(data))
+    info = probe(lying)
+    assert not info.exact and abs(info.duration - 10.0) < 0.1  # what the container claims
+    wave = load_audio(lying)
+    assert wave.numel() == load_audio(path).numel() == 2 * SR  # what is really there
+    assert read_window(lying, 3 * SR, SR).numel() == 0 and read_window(lying, SR, 2 * SR).numel() == SR
+
+
+def test_surround_opus_is_averaged_to_mono(tmp_path):
+    t = np.arange(48000) / 48000
+    freqs = (300, 500, 700, 900, 60, 1100)
+    six = np.stack([0.1 * np.sin(2 * np.pi * f * t) for f in freqs], 1).astype(np.float32)
+    expected = AF.resample(torch.from_numpy(six.mean(axis=1)), 48000, SR)
+    for name in ("surround.opus", "surround.mkv"):  # libsndfile reads the first, FFmpeg the second
+        path = encode(tmp_path / name, six, 48000, "libopus", bit_rate=256000)
+        info = probe(path)
+        assert (info.sample_rate, info.channels) == (48000, 6)
+        wave = load_audio(path)
+        assert wave.numel() == SR
+        spectrum = np.abs(np.fft.rfft(wave.numpy()))
+        for freq in freqs:  # every channel is in the mix, at 1/6
+            assert 0.5 < spectrum[freq] / np.abs(np.fft.rfft(expected.numpy()))[freq] < 1.5, (name, freq)
+
+
+def test_bad_containers_raise_clear_errors(tmp_path):
+    data = _mix(2.0, 44100, 1)
+    for faststart, message in ((False, "not a readable audio file"), (True, "decoding failed")):
+        full = encode(tmp_path / f"full{faststart}.m4a", data, 44100, "aac", faststart=faststart)
+        whole = full.read_bytes()
+        cut = tmp_path / f"cut{faststart}.m4a"
+        cut.write_bytes(whole[: len(whole) // 2])
+        with pytest.raises(AudioError, match=message):
+            load_audio(cut)
+    video = encode(tmp_path / "silent.mp4", data, 44100, "aac", video=True, audio=False)
+    for call in (probe, load_audio, lambda p: list(iter_audio_blocks(p))):
+        with pytest.raises(AudioError, match="no audio stream in the file .it holds video streams"):
+            call(video)
+    fake = tmp_path / "notes.m4a"
+    fake.write_text("not audio\n" * 50)
+    both = r"not a readable audio file \(libsndfile: .*; FFmpeg: .*\): .*notes.m4a"
+    with pytest.raises(AudioError, match=both):
+        probe(fake)
+
+
+def test_scan_folder_counts_what_it_ignores(tmp_path):
+    audio = ["a.m4a", "b/c.webm", "b/d.MKV", "e.wma", "f.wav"]
+    names = [*audio, "notes.txt", "b/more.txt", "meta.json", "README", "code.ts", ".DS_Store", ".git/config"]
+    for rel in names:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    scan = scan_folder(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in scan.files] == audio
+    assert find_audio(tmp_path) == scan.files
+    assert scan.ignored == {".txt": 2, ".json": 1, "no extension": 1, ".ts": 1, "hidden": 1}
+    assert scan.summary() == ("ignored 6 files: .txt 2, .json 1, .ts 1, hidden 1, no extension 1; "
+                              "skipped 1 hidden folder")
+    (tmp_path / "only").mkdir()
+    assert scan_folder(tmp_path / "only").summary() == ""
+    text = supported_formats_text()
+    assert "FFmpeg" in text and "m4a" in text and "webm" in text and "libsndfile" in text
