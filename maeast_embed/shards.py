@@ -161,12 +161,13 @@ def _walk(path: Path) -> tuple[list[Member], str | None]:
                     members.append(Member(info.name, info.offset_data, info.size))
                 tar.members = []  # keep memory flat on big shards
         except tarfile.ReadError as err:
-            error = f"cut short ({err})"
+            error = f"the shard is cut short after this sample ({err}): it may miss members"
         if error is None:  # tarfile stops silently at a damaged or missing header
             handle.seek(tar.offset)
             tail = handle.read(2 * tarfile.BLOCKSIZE)
             if len(tail) < 2 * tarfile.BLOCKSIZE or any(tail):
-                error = f"damaged or cut short at byte {tar.offset} of {size} (no end-of-archive marker)"
+                error = (f"the shard is damaged or cut short at byte {tar.offset} of {size}, after this "
+                         "sample (no end-of-archive marker): it may miss members")
     if members and members[-1].offset + members[-1].size > size:
         last = members[-1]
         error = f"cut short: the shard ends inside {last.name} ({size - last.offset} of {last.size} bytes)"
