@@ -85,8 +85,8 @@ def test_list_files_and_single_files(audio_dir, tmp_path, tiny_patch_ckpt):
     assert result.exit_code == 0 and result.output == ""
     assert outputs(out) == ["a.wav.npz", "e.wav.npz", "sub/b.flac.npz"]  # mirrors the list's common root
     (audio_dir / "rel.txt").write_text("sub/deep/c.ogg\n")
-    jobs, problems = collect_jobs([audio_dir / "rel.txt", audio_dir / "nope.wav"])
-    assert [j.rel for j in jobs] == ["sub/deep/c.ogg"] and problems == [
+    collected = collect_jobs([audio_dir / "rel.txt", audio_dir / "nope.wav"])
+    assert [j.rel for j in collected.jobs] == ["sub/deep/c.ogg"] and collected.problems == [
         (str(audio_dir / "nope.wav"), "file not found")
     ]
     (audio_dir / "rel.txt").unlink()

@@ -28,6 +28,8 @@ def describe_error(err: BaseException) -> str:
 
 
 def decode(job: Job, options: ExtractOptions) -> Decoded:
+    if job.error is not None:
+        return Decoded(job, error=job.error)
     try:
         info = probe(job.input)
         if info.samples_16k < FRAME_LENGTH:

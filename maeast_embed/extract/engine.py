@@ -105,6 +105,6 @@ def embed_files(
     out = []
     for result in iter_results(embedder, jobs, options):
         if result.error is not None:
-            raise AudioError(f"{result.job.input}: {result.error}")
+            raise AudioError(f"{result.job.name}: {result.error}")
         out.append(Embedding(result.embedding, result.timestamps, result.duration, result.frames))
     return out

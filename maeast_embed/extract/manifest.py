@@ -65,9 +65,11 @@ def run_header(
     *,
     files: int,
     taken_over: str | None = None,
+    ignored: str = "",
 ) -> dict[str, Any]:
     """The record that opens a run: model, layers, options, signature, inputs, the number of
-    files of this shard and, when a killed run's lock was taken over, whose it was."""
+    files of this shard, what folder scans ignored ("ignored 12 files: .txt 10, .json 2") and,
+    when a killed run's lock was taken over, whose it was."""
     cfg = embedder.model.cfg
     info = getattr(embedder.model, "checkpoint", None)
     count = cfg.encoder_layers
@@ -110,6 +112,7 @@ def run_header(
         "signature": run_signature(embedder, options),
         "inputs": [str(i) for i in inputs],
         "files": files,
+        "ignored": ignored,
         "taken_over": taken_over,
     }
 

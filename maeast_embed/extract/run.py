@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..features import Embedder
 from .engine import check_layer, iter_results
-from .jobs import collect_jobs, shard_of
+from .jobs import Job, collect_jobs, shard_of
 from .lock import lock_path, run_lock
 from .manifest import manifest_name, read_manifest, run_header, run_signature
 from .npz import FrameSpool, remove_leftovers, write_npz_atomic
@@ -32,6 +32,7 @@ class Summary:
     audio_seconds: float = 0.0
     seconds: float = 0.0
     taken_over: str | None = None  # the holder of a lock a killed run left
+    ignored: str = ""  # what folder scans did not treat as audio
 
     @property
     def ok(self) -> bool:
@@ -44,6 +45,7 @@ class Summary:
             else ""
         )
         out = [f"took over the lock of a killed run ({self.taken_over})"] if self.taken_over else []
+        out += [self.ignored] if self.ignored else []
         out += [
             f"{self.done} embedded, {self.skipped} skipped (already done), {len(self.failed)} failed "
             f"in {self.seconds:.1f} s ({self.audio_seconds:.1f} s of audio{rate})",
@@ -120,10 +122,10 @@ def _run_locked(
             f"{output_dir} holds embeddings made with other settings ({changed}); "
             "pass --overwrite to redo them or choose another output folder"
         )
-    jobs, problems = collect_jobs(inputs)
+    collected = collect_jobs(inputs)
     index, count = options.shard
-    jobs = [job for job in jobs if shard_of(job.rel, count) == index]
-    summary = Summary(manifest_path, taken_over=left_by)
+    jobs = [job for job in collected.jobs if shard_of(job.rel, count) == index]
+    summary = Summary(manifest_path, taken_over=left_by, ignored=collected.ignored)
 
     with open(manifest_path, "a+", encoding="utf-8") as manifest:
         manifest.seek(0, os.SEEK_END)
@@ -133,42 +135,31 @@ def _run_locked(
                 manifest.write("\n")
 
         def record(entry: dict[str, Any]) -> None:
-            if entry["type"] == "file":
-                entry["elapsed"] = round(time.perf_counter() - started, 3)
             manifest.write(json.dumps(entry) + "\n")
             manifest.flush()
 
-        record(run_header(embedder, options, [str(i) for i in inputs], files=len(jobs), taken_over=left_by))
-        for path, reason in problems:
+        def record_file(name: str, status: str, job: Job | None = None, output: Path | None = None,
+                        **fields: Any) -> None:
+            entry = {"type": "file", "input": name, "output": str(output) if output else None,
+                     "status": status, "duration": None, "frames": None, "error": None, **fields}
+            if job is not None and job.key is not None:
+                entry.update(shard=job.shard, key=job.key)
+            entry["elapsed"] = round(time.perf_counter() - started, 3)
+            record(entry)
+
+        record(run_header(embedder, options, [str(i) for i in inputs], files=len(jobs), taken_over=left_by,
+                          ignored=collected.ignored))
+        for path, reason in collected.problems:
             summary.failed.append((path, reason))
-            record(
-                {
-                    "type": "file",
-                    "input": path,
-                    "output": None,
-                    "status": "failed",
-                    "duration": None,
-                    "frames": None,
-                    "error": reason,
-                }
-            )
+            record_file(path, "failed", error=reason)
         todo = []
         for job in jobs:
             out = job.output(output_dir)
             if out.exists() and not options.overwrite:
-                before = previous.get(str(job.input), {})
+                before = previous.get(job.name, {})
                 summary.skipped += 1
-                record(
-                    {
-                        "type": "file",
-                        "input": str(job.input),
-                        "output": str(out),
-                        "status": "skipped",
-                        "duration": before.get("duration"),
-                        "frames": before.get("frames"),
-                        "error": None,
-                    }
-                )
+                record_file(job.name, "skipped", job, out, duration=before.get("duration"),
+                            frames=before.get("frames"))
             else:
                 todo.append(job)
         remove_leftovers([job.output(output_dir) for job in jobs])  # temporary files of killed runs
@@ -176,7 +167,7 @@ def _run_locked(
         bar = Progress(len(todo), progress)
         try:
             for result in iter_results(embedder, todo, options, spool_dir=output_dir):
-                out = result.job.output(output_dir)
+                job, out = result.job, result.job.output(output_dir)
                 if result.error is None:
                     try:
                         write_npz_atomic(
@@ -190,32 +181,11 @@ def _run_locked(
                 if result.error is None:
                     summary.done += 1
                     summary.audio_seconds += result.duration
-                    shape = list(result.embedding.shape)
-                    record(
-                        {
-                            "type": "file",
-                            "input": str(result.job.input),
-                            "output": str(out),
-                            "status": "ok",
-                            "duration": round(result.duration, 6),
-                            "frames": result.frames,
-                            "shape": shape,
-                            "error": None,
-                        }
-                    )
+                    record_file(job.name, "ok", job, out, duration=round(result.duration, 6),
+                                frames=result.frames, shape=list(result.embedding.shape))
                 else:
-                    summary.failed.append((str(result.job.input), result.error))
-                    record(
-                        {
-                            "type": "file",
-                            "input": str(result.job.input),
-                            "output": None,
-                            "status": "failed",
-                            "duration": result.duration,
-                            "frames": None,
-                            "error": result.error,
-                        }
-                    )
+                    summary.failed.append((job.name, result.error))
+                    record_file(job.name, "failed", job, duration=result.duration, error=result.error)
                 bar.update(result.duration or 0.0)
         finally:
             bar.close()
