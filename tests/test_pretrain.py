@@ -165,7 +165,7 @@ def test_train_writes_official_checkpoint_metrics_and_prunes(tmp_path, audio_dir
     final = train(cfg, tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 7))
-    assert all(np.isfinite(r["loss"]) and r["steps_per_s"] > 0 for r in records)
+    assert all(np.isfinite(r["loss"]) and r["steps_per_s"] > 0 and 0 < r["data_wait"] < 1 for r in records)
     assert records[0]["lr"] == pytest.approx(0.5e-4) and records[-1]["lr"] == pytest.approx(0.25e-4)
     states = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert states == ["state_00000004.pt", "state_00000006.pt"]
