@@ -8,6 +8,7 @@ import os
 import pickle
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ REGISTRY: dict[str, str] = {
     "mae-ast-frame": OFFICIAL_URL + "random_frame_75_12LayerEncoder.pt",
 }
 POSITION_KEYS = ("enc_sine_pos_embed.pe", "dec_sine_pos_embed.pe")
+DECODER_PREFIXES = ("decoder", "dec_", "final_proj", "post_enc_proj")  # weights only pretraining uses
 ENCODER_ONLY_FORMAT = "maeast-embed/encoder-only/1"
 
 
@@ -109,9 +111,13 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict[str
     return state
 
 
-def model_from_checkpoint(state: dict[str, Any], *, source: str = "checkpoint") -> MAEAST:
-    """Build an MAEAST from an official-layout dict {'cfg': {'model', 'task'}, 'model': state_dict}
-    (or an encoder-only file written by `save_encoder_only`)."""
+def checkpoint_config(state: dict[str, Any], *, source: str = "checkpoint") -> tuple[ModelConfig, bool]:
+    """The model config of an official-layout dict {'cfg': {'model', 'task'}, 'model': state_dict}
+    (or an encoder-only file written by `save_encoder_only`), and whether its decoder is usable.
+
+    Settings only pretraining uses never stop loading; a decoder this port cannot build (e.g.
+    convolutional decoder positions) makes the file load as its encoder only, with a warning.
+    """
     if "cfg" not in state or "model" not in state:
         raise CheckpointError(
             f"{source} is not an MAE-AST checkpoint: expected the fairseq layout with 'cfg' and "
@@ -121,15 +127,28 @@ def model_from_checkpoint(state: dict[str, Any], *, source: str = "checkpoint") 
     if not isinstance(cfg, dict):  # e.g. an omegaconf DictConfig in a trusted legacy file
         cfg = {key: dict(cfg[key]) for key in ("model", "task")}
     try:
-        config = ModelConfig.from_official(cfg)
+        config = ModelConfig.from_official(cfg, source=source)
     except ConfigError as err:
         raise CheckpointError(f"{source}: {err}") from err
-    encoder_only = (state.get("maeast_embed") or {}).get("format") == ENCODER_ONLY_FORMAT
-    model = MAEAST(config, with_decoder=not encoder_only)
+    if (state.get("maeast_embed") or {}).get("format") == ENCODER_ONLY_FORMAT:
+        return config, False
+    if issue := config.decoder_issue():
+        warnings.warn(f"{source}: {issue}: this port cannot build that decoder; loading the encoder only "
+                      "(inference)", stacklevel=3)
+        return config, False
+    return config, True
+
+
+def model_from_checkpoint(state: dict[str, Any], *, source: str = "checkpoint") -> MAEAST:
+    """Build an MAEAST from an official-layout dict (see `checkpoint_config`)."""
+    config, with_decoder = checkpoint_config(state, source=source)
+    model = MAEAST(config, with_decoder=with_decoder)
     weights = dict(state["model"])
+    if not with_decoder:
+        weights = {k: v for k, v in weights.items() if not k.startswith(DECODER_PREFIXES)}
     for key in POSITION_KEYS:
         table = weights.pop(key, None)
-        if not encoder_only or table is not None:
+        if with_decoder or table is not None:
             _check_position_table(table, config, key, source)
     expected = set(model.state_dict())
     missing, unexpected = expected - set(weights), set(weights) - expected

@@ -1,19 +1,76 @@
-"""Typed model configuration, presets, and conversion to/from the official fairseq cfg dicts."""
+"""Typed model configuration, presets, and conversion to/from the official fairseq cfg dicts.
+
+Loading is tolerant: every official cfg setting the forward pass does not use (mask type and
+ratio, loss weights, dropout, data settings, other cfg sections) is accepted and kept, so that
+`to_official` writes it back; only settings that change what the encoder computes are refused.
+Whether a config can be *pretrained* with is a separate question (`pretraining_issues`).
+"""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
 
-MASK_TYPES = ("random_mask", "random_mask_batched", "chunk_mask")
+MASK_TYPES = ("random_mask", "random_mask_batched", "chunk_mask", "chunk_mask_batched", "retain_spans")
+SPAN_LENGTH = 10  # retain_spans: the fairseq span length (cfg.model.mask_length) the official code uses
+
+# Official settings that change what the encoder computes: (section, key) -> (value assumed when
+# the key is absent, the only value this port computes with, what the setting means).
+INFERENCE_SETTINGS: dict[tuple[str, str], tuple[Any, Any, str]] = {
+    ("task", "feature_type"): ("fbank", "fbank", "input features; this port computes Kaldi fbank"),
+    ("task", "sample_rate"): (16000, 16000, "sample rate of the features; this port computes them at 16 kHz"),
+    ("task", "feature_dim"): (128, 128, "mel bins; this port computes 128"),
+    ("task", "deltas"): (False, False, "delta features appended to the fbank"),
+    ("model", "layer_norm_first"): (False, False, "pre-LN transformer layers; this port is post-LN"),
+    ("model", "activation_fn"): ("gelu", "gelu", "activation function"),
+    ("model", "enc_sine_pos"): (False, True, "the encoder's sinusoidal positions"),
+    ("model", "enc_conv_pos"): (False, False, "convolutional encoder positions"),
+}
+# Decoder settings this port cannot build: such a checkpoint loads its encoder only (inference).
+DECODER_SETTINGS: dict[str, tuple[Any, Any]] = {  # key -> (value when absent, buildable value)
+    "use_post_enc_proj": (False, False),
+    "dec_sine_pos": (False, True),
+    "dec_conv_pos": (False, False),
+}
+# retain_spans: the fairseq span options the official code passes, as this port implements them.
+SPAN_SETTINGS: dict[str, Any] = {
+    "mask_length": SPAN_LENGTH, "mask_selection": "static", "no_mask_overlap": False,
+}
+# Official entries the typed fields determine (never taken from `official`).
+TYPED_KEYS = {
+    "model": (
+        "ast_kernel_size_chan", "ast_kernel_size_time", "ast_kernel_stride_chan", "ast_kernel_stride_time",
+        "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
+        "decoder_layers", "decoder_layerdrop", "dropout", "attention_dropout", "activation_dropout",
+        "encoder_layerdrop", "dropout_input", "random_mask_prob", "max_token_length",
+    ),
+    "task": ("feature_dim", "mask_type"),
+}
+
+
+def mask_prob_error(mask_type: str, mask_prob: float) -> str | None:
+    """Why `mask_prob` cannot drive `mask_type` (None when it can). For retain_spans it is the
+    official span-start rate (mask_prob * L / 10 spans per clip), which may exceed 1."""
+    spans = mask_type == "retain_spans"
+    high = SPAN_LENGTH if spans else 1
+    if not 0.0 < mask_prob < high:
+        return f"mask_prob must be in (0, {high}){' for retain_spans' if spans else ''}, got {mask_prob}"
+    return None
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape and regularisation of an MAE-AST model (names follow the paper, not fairseq)."""
+    """Shape and regularisation of an MAE-AST model (names follow the paper, not fairseq).
+
+    `official` holds what a loaded checkpoint's cfg says beyond these fields (entries that differ
+    from `to_official`'s defaults, other cfg sections such as the criterion's loss weights),
+    verbatim; `to_official` writes it back. It takes no part in comparisons.
+    """
 
     kernel_time: int = 16
     kernel_chan: int = 16
@@ -32,6 +89,7 @@ class ModelConfig:
     mask_prob: float = 0.75
     mask_type: str = "chunk_mask"
     max_token_length: int = 48000
+    official: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.num_mel_bins % self.kernel_chan:
@@ -46,10 +104,6 @@ class ModelConfig:
             )
         if self.embed_dim % 2:
             raise ConfigError("embed_dim must be even (sinusoidal positions)")
-        if self.mask_type not in MASK_TYPES:
-            raise ConfigError(f"mask_type must be one of {MASK_TYPES}, got {self.mask_type!r}")
-        if not 0.0 < self.mask_prob < 1.0:
-            raise ConfigError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         if self.encoder_layers < 1 or self.decoder_layers < 1:
             raise ConfigError("need at least one encoder layer and one decoder layer")
 
@@ -74,8 +128,40 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
-    def to_official(self) -> dict[str, dict[str, Any]]:
-        """The fairseq `cfg` dict (model + task) that the official code and s3prl read."""
+    def decoder_issue(self) -> str | None:
+        """Why this port cannot build the checkpoint's decoder (None when it can)."""
+        model = self.to_official()["model"]
+        for key, (_, buildable) in DECODER_SETTINGS.items():
+            if model[key] != buildable:
+                return f"{key}={model[key]} (decoder built differently)"
+        if model["decoder_embed_dim"] != self.embed_dim:
+            return f"decoder_embed_dim={model['decoder_embed_dim']} differs from embed_dim={self.embed_dim}"
+        return None
+
+    def pretraining_issues(self) -> list[str]:
+        """What stops pretraining with this config, each naming its setting (empty when nothing)."""
+        issues = []
+        if self.mask_type not in MASK_TYPES:
+            issues.append(
+                f"model.mask_type={self.mask_type!r} is not a mask type this port implements "
+                f"(choose one of {', '.join(MASK_TYPES)})"
+            )
+        elif problem := mask_prob_error(self.mask_type, self.mask_prob):
+            issues.append(f"model.{problem}")
+        if self.mask_type == "retain_spans":
+            model = self.to_official()["model"]
+            for key, value in SPAN_SETTINGS.items():
+                if model[key] != value:
+                    issues.append(
+                        f"{key}={model[key]!r} (checkpoint cfg.model): retain_spans is implemented with "
+                        f"the official {key}={value!r} only; choose another model.mask_type"
+                    )
+        if problem := self.decoder_issue():
+            issues.append(f"{problem}: this port cannot build that decoder")
+        return issues
+
+    def _default_official(self) -> dict[str, dict[str, Any]]:
+        """The official cfg written for this config when no checkpoint said otherwise."""
         model = {
             "_name": "mae_ast",
             "ast_kernel_size_chan": self.kernel_chan,
@@ -99,7 +185,7 @@ class ModelConfig:
             "encoder_layerdrop": self.encoder_layerdrop,
             "dropout_input": self.dropout_input,
             "random_mask_prob": self.mask_prob,
-            "mask_length": 10,
+            "mask_length": SPAN_LENGTH,
             "mask_selection": "static",
             "mask_other": 0.0,
             "no_mask_overlap": False,
@@ -133,9 +219,20 @@ class ModelConfig:
         }
         return {"model": model, "task": task}
 
+    def to_official(self) -> dict[str, Any]:
+        """The fairseq `cfg` dict that the official code and s3prl read: model and task entries
+        from these fields and defaults, with `official` (a loaded checkpoint's other settings and
+        sections) written back over the defaults."""
+        out = copy.deepcopy(self.official)
+        for section, entries in self._default_official().items():
+            typed = {k: entries[k] for k in TYPED_KEYS[section]}
+            out[section] = {**entries, **out.get(section, {}), **typed}
+        return out
+
     @classmethod
-    def from_official(cls, cfg: dict[str, Any]) -> ModelConfig:
-        """Build from a fairseq checkpoint's `cfg` (plain dicts); rejects what this port lacks."""
+    def from_official(cls, cfg: dict[str, Any], *, source: str = "checkpoint") -> ModelConfig:
+        """Build from a fairseq checkpoint's `cfg` (plain dicts). Refuses only what changes the
+        encoder's output; warns about a mask type it does not know (inference never masks)."""
         try:
             model, task = cfg["model"], cfg["task"]
         except (KeyError, TypeError) as err:
@@ -144,29 +241,28 @@ class ModelConfig:
             raise ConfigError(
                 f"checkpoint cfg.model is not an MAE-AST config (model name {model.get('_name')!r})"
             )
-        unsupported = {
-            "enc_conv_pos": False,
-            "dec_conv_pos": False,
-            "use_post_enc_proj": False,
-            "layer_norm_first": False,
-        }
-        for key, expected in unsupported.items():
-            if bool(model.get(key, expected)) != expected:
-                raise ConfigError(f"unsupported MAE-AST variant: {key}={model[key]}")
-        for key in ("enc_sine_pos", "dec_sine_pos"):
-            if not model.get(key, False):
-                raise ConfigError(f"unsupported MAE-AST variant: {key} is off")
-        if model.get("activation_fn", "gelu") != "gelu":
-            raise ConfigError(f"unsupported activation_fn {model['activation_fn']!r}")
+        absent_decoder = {key: absent for key, (absent, _) in DECODER_SETTINGS.items() if key not in model}
+        sections = {"model": {**model, **absent_decoder}, "task": task}
+        for (section, key), (absent, required, meaning) in INFERENCE_SETTINGS.items():
+            value = sections[section].get(key, absent)
+            if value != required:
+                raise ConfigError(
+                    f"unsupported MAE-AST variant: {key}={value!r} ({meaning}; needs {required!r}): "
+                    "it changes the embeddings, so the checkpoint cannot be used here"
+                )
         for axis in ("time", "chan"):
             if model[f"ast_kernel_stride_{axis}"] != model[f"ast_kernel_size_{axis}"]:
-                raise ConfigError(f"overlapping patches (stride != kernel along {axis}) unsupported")
-        if model.get("decoder_embed_dim", model["encoder_embed_dim"]) != model["encoder_embed_dim"]:
-            raise ConfigError("decoder_embed_dim != encoder_embed_dim needs use_post_enc_proj")
+                raise ConfigError(
+                    f"unsupported MAE-AST variant: overlapping patches (stride != kernel along {axis})"
+                )
         mask_type = task.get("mask_type", "random_mask")
         if mask_type not in MASK_TYPES:
-            raise ConfigError(f"unsupported mask_type {mask_type!r}")
-        return cls(
+            warnings.warn(
+                f"{source}: mask_type {mask_type!r} is unknown to this port; inference does not use "
+                "it (pretraining from this checkpoint needs another model.mask_type)",
+                stacklevel=2,
+            )
+        fields = dict(
             kernel_time=int(model["ast_kernel_size_time"]),
             kernel_chan=int(model["ast_kernel_size_chan"]),
             num_mel_bins=int(task.get("feature_dim", 128)),
@@ -182,9 +278,23 @@ class ModelConfig:
             encoder_layerdrop=float(model.get("encoder_layerdrop", 0.0)),
             decoder_layerdrop=float(model.get("decoder_layerdrop", 0.0)),
             mask_prob=float(model.get("random_mask_prob", 0.75)),
-            mask_type=mask_type,
+            mask_type=str(mask_type),
             max_token_length=int(model.get("max_token_length", 48000)),
         )
+        try:
+            config = cls(**fields)
+        except ConfigError as err:
+            raise ConfigError(f"unsupported MAE-AST variant: {err}") from err
+        defaults = config._default_official()
+        official = {k: copy.deepcopy(v) for k, v in cfg.items() if k not in defaults}
+        for section, entries in sections.items():
+            rest = {
+                k: copy.deepcopy(v) for k, v in entries.items()
+                if k not in TYPED_KEYS[section] and defaults[section].get(k, ...) != v
+            }
+            if rest:
+                official[section] = rest
+        return config.replace(official=official)
 
 
 _BASE = ModelConfig()
@@ -203,4 +313,3 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
-

@@ -8,10 +8,13 @@ from functools import partial
 
 import pytest
 import torch
-from helpers import make_checkpoint, make_model
+from click.testing import CliRunner
+from helpers import make_checkpoint, make_model, tone, write_audio
+from test_config import official_cfg
 
 from maeast_embed import checkpoint as ckpt
 from maeast_embed.checkpoint import load_model, read_checkpoint, save_official, to_official_state
+from maeast_embed.cli import main
 from maeast_embed.errors import CheckpointError
 
 
@@ -196,3 +199,78 @@ def test_numpy_scalars_in_trainer_state_load_safely(tmp_path):
     state["extra_state"] = {"metrics": metrics, "dtype": np.dtype("float32")}
     torch.save(state, path)
     assert load_model(path).cfg.embed_dim == 64
+
+
+def test_training_only_settings_load_and_saving_writes_them_back(tmp_path):
+    model = make_model("tiny-frame", seed=2)
+    state = to_official_state(model)
+    state["cfg"] = official_cfg("tiny-frame", mask_type="retain_spans")
+    state["cfg"]["model"].update(random_mask_prob=1.45, encoder_layerdrop=0.05)
+    torch.save(state, tmp_path / "official.pt")
+    loaded = load_model(tmp_path / "official.pt")
+    tokens = torch.randn(2, 30, 256)
+    with torch.no_grad():
+        for a, b in zip(model(tokens), loaded(tokens)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    save_official(loaded, tmp_path / "again.pt")
+    written = read_checkpoint(tmp_path / "again.pt")["cfg"]
+    for section, entries in state["cfg"].items():
+        for key, value in entries.items():
+            assert written[section][key] == value, (section, key)
+
+
+def test_unknown_mask_type_loads_in_every_consumer_with_a_warning(tmp_path):
+    import hear_module
+    from maeast_upstream.mae_ast.hubconf import mae_ast_local
+
+    state = to_official_state(make_model("tiny-patch"))
+    state["cfg"]["task"]["mask_type"] = "spans_v2"
+    path = tmp_path / "odd.pt"
+    torch.save(state, path)
+    write_audio(tmp_path / "audio" / "a.wav", tone(1.5))
+    with pytest.warns(UserWarning, match="mask_type 'spans_v2' is unknown"):
+        assert load_model(path).cfg.mask_type == "spans_v2"
+    with pytest.warns(UserWarning, match="spans_v2"):
+        result = CliRunner().invoke(main, ["info", str(path)])
+        assert result.exit_code == 0 and "spans_v2" in result.output, result.output
+        result = CliRunner().invoke(main, ["extract", str(tmp_path / "audio"), "-o", str(tmp_path / "out"),
+                                           "--model", str(path), "--device", "cpu"])
+        assert result.exit_code == 0 and (tmp_path / "out" / "a.wav.npz").is_file(), result.output
+        scene = hear_module.get_scene_embeddings(torch.zeros(1, 16000), hear_module.load_model(str(path)))
+        assert scene.shape[0] == 1 and torch.isfinite(scene).all()
+        hidden = mae_ast_local(str(path))([torch.zeros(16000)])["hidden_states"]
+        assert len(hidden) == 2
+
+
+def test_a_decoder_this_port_cannot_build_loads_the_encoder_only(tmp_path):
+    model = make_model("tiny-patch", seed=5)
+    state = to_official_state(model)
+    state["cfg"]["model"].update(dec_sine_pos=False, dec_conv_pos=True)
+    del state["model"]["dec_sine_pos_embed.pe"]
+    state["model"]["dec_conv_pos_embed.pos_conv.0.weight"] = torch.zeros(64, 4, 128)
+    torch.save(state, tmp_path / "conv_decoder.pt")
+    with pytest.warns(UserWarning, match="dec_sine_pos=False .*loading the encoder only"):
+        loaded = load_model(tmp_path / "conv_decoder.pt")
+    assert not loaded.has_decoder
+    tokens = torch.randn(2, 24, 256)
+    with torch.no_grad():
+        for a, b in zip(model(tokens), loaded(tokens)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="encoder-only"):
+        save_official(loaded, tmp_path / "again.pt")
+    state = to_official_state(make_model("tiny-patch", seed=5))
+    state["cfg"]["model"].update(use_post_enc_proj=True, decoder_embed_dim=32)
+    state["model"]["post_enc_proj.weight"] = torch.zeros(32, 64)
+    torch.save(state, tmp_path / "narrow_decoder.pt")
+    with pytest.warns(UserWarning, match="use_post_enc_proj=True"):
+        assert not load_model(tmp_path / "narrow_decoder.pt").has_decoder
+
+
+def test_settings_that_change_the_embeddings_are_refused_with_their_name(tmp_path):
+    for section, key, value in [("task", "feature_type", "mfcc"), ("task", "deltas", True),
+                                ("model", "layer_norm_first", True)]:
+        state = to_official_state(make_model("tiny-patch"))
+        state["cfg"][section][key] = value
+        torch.save(state, tmp_path / "x.pt")
+        with pytest.raises(CheckpointError, match=f"unsupported MAE-AST variant: {key}={value!r}"):
+            load_model(tmp_path / "x.pt")

@@ -133,8 +133,6 @@ def test_init_follows_bert_inside_transformers():
 def test_config_validation():
     with pytest.raises(ConfigError, match="divide"):
         ModelConfig(kernel_chan=24)
-    with pytest.raises(ConfigError, match="mask_type"):
-        preset("patch", mask_type="retain_spans")
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("huge")
     assert preset("frame").variant == "frame" and preset("tiny-patch").variant == "patch"

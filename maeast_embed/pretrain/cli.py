@@ -26,10 +26,13 @@ from .config import build_config, read_config_file
 @click.option("--mode", type=click.Choice(["mae", "ssast"]), help="mae (default) or the SSAST baseline.")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:1 ...")
 @click.option("--resume", is_flag=True, help="Continue the run in -o from its newest training state.")
+@click.option("--init", metavar="CHECKPOINT",
+              help="Start from an official-layout checkpoint (file or registered name): its architecture "
+                   "and weights; model.* overrides may change its training settings (mask, dropout).")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-def pretrain(data, run_dir, config_file, preset, max_steps, batch_size, mode, device, resume, verbose,
-             overrides) -> None:
+def pretrain(data, run_dir, config_file, preset, max_steps, batch_size, mode, device, resume, init,
+             verbose, overrides) -> None:
     """Pretrain MAE-AST (the official recipe by default) into RUN_DIR.
 
     Overrides set any config key, e.g. `lr=2e-4 accum_steps=4 precision=bf16
@@ -45,7 +48,7 @@ def pretrain(data, run_dir, config_file, preset, max_steps, batch_size, mode, de
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
     flags = {
         "data": list(data) or None, "preset": preset, "max_steps": max_steps,
-        "batch_size": batch_size, "mode": mode, "device": device,
+        "batch_size": batch_size, "mode": mode, "device": device, "init": init,
     }
     try:
         given = {k: v for k, v in flags.items() if v is not None}

@@ -1,7 +1,9 @@
-"""Typed training configuration: preset -> YAML/JSON file -> `key=value` overrides.
+"""Typed training configuration: preset (or `init` checkpoint) -> YAML/JSON file -> `key=value`
+overrides.
 
 Model fields live under `model.` (e.g. `model.encoder_layers=4`); everything else is flat.
-Unknown keys and incompatible values raise `ConfigError` before any training starts.
+Unknown keys and incompatible values raise `ConfigError` before any training starts, naming the
+setting (a checkpoint's mask type this port cannot sample, a decoder it cannot build, ...).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class TrainConfig:
     data: list[str] = field(default_factory=list)
     preset: str = "patch"
     model: ModelConfig = field(default_factory=lambda: preset("patch"))
+    init: str | None = None  # official-layout checkpoint to start from: its architecture and weights
     mode: str = "mae"
     # optimisation (fairseq adam with decoupled weight decay, polynomial decay power 1)
     batch_size: int = 8
@@ -59,8 +62,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = _model_from(self.preset, self.model)
+        if isinstance(self.model, dict):  # overrides of the init checkpoint's config or the preset
+            self.model = _model_from(self.model, self.init, self.preset)
         self.betas = tuple(float(b) for b in self.betas)
         self.validate()
 
@@ -88,6 +91,9 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if issues := self.model.pretraining_issues():
+            where = f"from {self.init}" if self.init else "with this config"
+            raise ConfigError(f"cannot pretrain {where}: " + "; ".join(issues))
         if self.max_seconds is not None and self.max_seconds < self.min_seconds:
             raise ConfigError(f"max_seconds={self.max_seconds} is below min_seconds={self.min_seconds}")
         from ..frontend import min_samples_for_tokens
@@ -101,6 +107,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["betas"] = list(self.betas)
+        out["model"] = model_settings(self.model)
         return out
 
     def save(self, path: Path) -> None:
@@ -108,7 +115,29 @@ class TrainConfig:
 
 
 _TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}
+_MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig) if f.name != "official"}
+# What a run started from a checkpoint keeps from it (the weights must fit).
+ARCHITECTURE = ("kernel_time", "kernel_chan", "num_mel_bins", "encoder_layers", "embed_dim", "ffn_dim",
+                "num_heads", "decoder_layers", "max_token_length")
+
+
+def model_settings(model: ModelConfig) -> dict[str, Any]:
+    """The user-settable model fields (`official`, a checkpoint's cfg, is read from `init` again)."""
+    return {k: getattr(model, k) for k in _MODEL_FIELDS}
+
+
+def init_model_config(source: str) -> ModelConfig:
+    """The model config of the checkpoint a run starts from; it must hold the decoder and heads."""
+    from ..checkpoint import checkpoint_config, read_checkpoint, resolve
+
+    path, _ = resolve(source)
+    config, full = checkpoint_config(read_checkpoint(path), source=str(path))
+    if not full:
+        raise ConfigError(
+            f"cannot pretrain from {source}: it holds no decoder and heads this port can build "
+            "(an encoder-only file, or a decoder built differently), so it serves inference only"
+        )
+    return config
 
 
 def _unknown(key: str, known) -> ConfigError:
@@ -117,15 +146,25 @@ def _unknown(key: str, known) -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{hint}; valid keys: {', '.join(sorted(known))}")
 
 
-def _model_from(preset_name: str, overrides: dict[str, Any]) -> ModelConfig:
+def _model_from(overrides: dict[str, Any], init: str | None, preset_name: str) -> ModelConfig:
+    """`model.*` overrides on the init checkpoint's config (architecture fixed) or the preset."""
     for key in overrides:
         if key not in _MODEL_FIELDS:
             raise _unknown(f"model.{key}", [f"model.{k}" for k in _MODEL_FIELDS])
     typed = {k: _coerce(f"model.{k}", v, _MODEL_FIELDS[k].type) for k, v in overrides.items()}
-    try:
-        return preset(preset_name, **typed)
-    except TypeError as err:
-        raise ConfigError(f"bad model config: {err}") from err
+    if init is None:
+        try:
+            return preset(preset_name, **typed)
+        except TypeError as err:
+            raise ConfigError(f"bad model config: {err}") from err
+    base = init_model_config(init)
+    for key in ARCHITECTURE:
+        if key in typed and typed[key] != getattr(base, key):
+            raise ConfigError(
+                f"model.{key}={typed[key]}: a run started from {init} keeps its architecture "
+                f"({key}={getattr(base, key)})"
+            )
+    return base.replace(**typed)
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -190,7 +229,7 @@ def _flatten(data: dict[str, Any]) -> dict[str, Any]:
     flat = {}
     for key, value in data.items():
         if key == "model" and isinstance(value, (dict, ModelConfig)):
-            items = dataclasses.asdict(value).items() if isinstance(value, ModelConfig) else value.items()
+            items = model_settings(value).items() if isinstance(value, ModelConfig) else value.items()
             flat.update({f"model.{k}": v for k, v in items})
         else:
             flat[key] = value
@@ -215,5 +254,4 @@ def build_config(
             train[key] = _coerce(key, value, _TRAIN_FIELDS[key].type)
         else:
             raise _unknown(key, [k for k in _TRAIN_FIELDS if k != "model"] + ["model.<field>"])
-    preset_name = train.get("preset", TrainConfig.preset)
-    return TrainConfig(**train, model=_model_from(preset_name, model))
+    return TrainConfig(**train, model=model)

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..atomic import atomic_open
-from ..checkpoint import atomic_torch_save, save_official
+from ..checkpoint import atomic_torch_save, load_model, save_official
 from ..errors import ConfigError, MAEASTError
 from ..frontend import SAMPLE_RATE, kaldi_fbank
 from ..losses import pretrain_loss
@@ -201,6 +201,7 @@ def train(
     state file): model, optimizer, scheduler, scaler, step, RNG states and data position.
     `on_step(step, model)` runs after every update has been logged and checkpointed.
     """
+    cfg.validate()  # a config changed after it was built gets the same checks before training
     run_dir = Path(run_dir)
     env = setup_distributed(cfg.device)
     device = resolve_device(cfg.device, env)
@@ -219,6 +220,11 @@ def train(
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = MAEAST(cfg.model).to(device).train()
+    if cfg.init and state_path is None:  # a resumed run takes its weights from the training state
+        try:
+            model.load_state_dict(load_model(cfg.init).state_dict())
+        except RuntimeError as err:
+            raise ConfigError(f"init={cfg.init} does not fit the model config: {err}") from err
     model.encoder.checkpoint_activations = cfg.activation_checkpointing
     model.decoder.checkpoint_activations = cfg.activation_checkpointing
     optimizer = torch.optim.AdamW(  # fused: one pass per tensor (the for-loop takes ~8 on CPU)
