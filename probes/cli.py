@@ -24,7 +24,7 @@ def _grid(text: str) -> tuple[float, ...]:
 
 
 @click.command()
-@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@click.argument("dataset", type=click.Path(path_type=Path))
 @click.option(
     "--model",
     "-m",
@@ -48,7 +48,8 @@ def _grid(text: str) -> tuple[float, ...]:
     type=click.Choice(LAYOUTS),
     default="auto",
     show_default=True,
-    help="Dataset layout: class folders, CSV (path,label[,fold|split]), ESC-50, Speech Commands, HEAR task.",
+    help="Dataset layout: class folders, CSV (path,label[,fold|split]), ESC-50, Speech Commands, HEAR task, "
+    "WebDataset shards.",
 )
 @click.option(
     "--layer",
@@ -166,7 +167,9 @@ def probe(
     """Evaluate frozen (linear probe) or fine-tuned representations on DATASET.
 
     DATASET is a folder of class folders, a CSV file, an ESC-50 folder, a Speech Commands folder,
-    or a HEAR task folder. Writes REPORT_DIR/report.json plus PNG plots and prints a table.
+    a HEAR task folder, or WebDataset shards (a .tar file, glob or brace range such as
+    'train-{000000..000009}.tar'; labels from each sample's .cls, or its .json "label"/"labels"
+    with an optional "fold" or "split"). Writes REPORT_DIR/report.json plus PNG plots and prints a table.
     """
     import warnings
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from maeast_embed.audio import audio_extensions, load_audio
+from maeast_embed.audio import AudioError, FileRange, audio_extensions, load_audio
 from maeast_embed.errors import MAEASTError
 from maeast_embed.frontend import SAMPLE_RATE
+from maeast_embed.shards import ShardError, expand_shards, index_shard, is_shard_spec
 
 from .choices import LAYOUTS
 
@@ -41,9 +42,26 @@ def read_audio(path: str | Path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Clip:
-    path: Path
+    path: Path  # the audio file, or SHARD/KEY for a WebDataset sample
     labels: tuple[str, ...]
     group: str | None = None  # fold or split name
+    member: FileRange | None = None  # a WebDataset sample's audio member, decoded in place
+    error: str | None = None  # why a WebDataset sample cannot be read
+
+    def stat(self) -> tuple[int, int] | None:
+        """(size, mtime in ns) of what is read (the member, in its shard), None if missing."""
+        target = Path(self.member.path) if self.member else self.path
+        if not target.exists():
+            return None
+        info = target.stat()
+        return (self.member.size if self.member else info.st_size), info.st_mtime_ns
+
+
+def read_clip(clip: Clip) -> np.ndarray:
+    """A clip's audio at 16 kHz mono float32 (raises AudioError, also for a broken sample)."""
+    if clip.error:
+        raise AudioError(clip.error)
+    return load_audio(clip.member or clip.path).numpy()
 
 
 @dataclass
@@ -81,12 +99,8 @@ class ProbeDataset:
         """Identity of the audio (relative path, size, mtime): the embedding cache key."""
         digest = hashlib.sha256()
         for clip in self.clips:
-            stat = clip.path.stat() if clip.path.exists() else None
-            entry = [
-                _relative(clip.path, self.root),
-                stat.st_size if stat else -1,
-                stat.st_mtime_ns if stat else -1,
-            ]
+            size, mtime = clip.stat() or (-1, -1)
+            entry = [_relative(clip.path, self.root), size, mtime]
             digest.update(json.dumps(entry).encode())
         return digest.hexdigest()
 
@@ -126,7 +140,7 @@ def _finish(name, root, layout, clips, multilabel, partition, classes=None, grou
             "only one of train/valid/test, so they are never both learned and tested",
             ds.warnings,
         )
-    missing = [c.path for c in clips if not c.path.exists()]
+    missing = [c.path for c in clips if c.stat() is None]
     if missing:
         warn(
             f"{len(missing)} listed file(s) do not exist (e.g. {missing[0]}): they will be skipped",
@@ -250,7 +264,56 @@ def read_hear(root: Path) -> ProbeDataset:
     )
 
 
+def _sample_labels(sample) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(labels, {"fold"/"split": name}) from a sample's .cls member or its .json ("label" or
+    "labels", optional "fold" or "split"); no labels when it has none or they are unreadable."""
+    try:
+        found = sample.labels()
+    except ShardError:
+        return (), {}
+    if "cls" in found:
+        return (str(found["cls"]),), {}
+    meta = found.get("json")
+    if not isinstance(meta, dict):
+        return (), {}
+    labels = meta.get("labels", meta.get("label"))
+    labels = labels if isinstance(labels, list) else [] if labels is None else [labels]
+    return tuple(str(label) for label in labels), {k: str(meta[k]) for k in ("fold", "split") if k in meta}
+
+
+def read_shards(spec: str) -> ProbeDataset:
+    """WebDataset shards (.tar files, globs, brace ranges): one clip per sample, labels from its
+    .cls member or its .json ("label"/"labels", optional "fold" or "split"). Samples without
+    labels are left out with a warning; samples whose audio is broken are kept and reported as
+    skipped when read."""
+    shards = expand_shards(spec)
+    clips, unlabelled, kinds = [], 0, set()
+    for shard in shards:
+        for sample in index_shard(shard).samples:
+            labels, group = _sample_labels(sample)
+            if not labels:
+                unlabelled += 1
+                continue
+            kinds.update(group)
+            member = None if sample.error else sample.audio()
+            clips.append(Clip(Path(shard) / sample.key, labels, next(iter(group.values()), None), member,
+                              sample.error))
+    if len(kinds) > 1:
+        raise MAEASTError(f"{spec}: samples give both folds and splits; use one of them")
+    partition = {"fold": "folds", "split": "splits"}.get(next(iter(kinds), ""), "none")
+    if partition != "none" and any(c.group is None for c in clips):
+        raise MAEASTError(f"{spec}: some samples have a {next(iter(kinds))} and others do not")
+    multilabel = any(len(c.labels) > 1 for c in clips)
+    root = shards[0].parent
+    ds = _finish(root.name, root, "shards", clips, multilabel, partition)
+    if unlabelled:
+        warn(f"{unlabelled} sample(s) carry no .cls or .json label: left out", ds.warnings)
+    return ds
+
+
 def detect_layout(path: Path) -> str:
+    if is_shard_spec(path):
+        return "shards"
     if path.is_file():
         if path.suffix.lower() == ".csv":
             return "csv"
@@ -272,14 +335,17 @@ READERS = {
     "esc50": read_esc50,
     "speechcommands": read_speech_commands,
     "hear": read_hear,
+    "shards": read_shards,
 }
 
 
 def load_dataset(path: str | Path, layout: str = "auto") -> ProbeDataset:
     """Read a dataset in any supported layout ('auto' detects it)."""
-    path = Path(path).expanduser()
     if layout not in LAYOUTS:
         raise MAEASTError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout in ("auto", "shards") and is_shard_spec(path):
+        return read_shards(str(path))
+    path = Path(path).expanduser()
     if not path.exists():
         raise MAEASTError(f"dataset not found: {path}")
     layout = detect_layout(path) if layout == "auto" else layout

@@ -22,7 +22,7 @@ from maeast_embed.features import Embedder, resolve_device
 from maeast_embed.frontend import FRAME_LENGTH, kaldi_fbank
 from maeast_embed.model import MAEAST
 
-from .datasets import ProbeDataset, read_audio, warn
+from .datasets import ProbeDataset, read_clip, warn
 
 CACHE_VERSION = 1
 
@@ -180,7 +180,7 @@ def read_clips(
     for i in indices:
         clip = ds.clips[i]
         try:
-            waves.append(read_audio(clip.path))
+            waves.append(read_clip(clip))
             good.append(i)
         except AudioError as err:
             skipped[_rel(ds, i)] = str(err)

@@ -19,6 +19,7 @@ from maeast_embed.cli import main
 from maeast_embed.errors import MAEASTError
 from maeast_embed.features import Embedder
 from probes import ProbeWarning, RunConfig, load_dataset, make_splits, read_audio, run_probe
+from probes.datasets import read_clip
 from probes.embeddings import EmbedOptions, fbank_stats, get_embeddings, resolve_models
 from probes.finetune import Classifier, FinetuneConfig, param_groups
 from probes.linear import ProbeConfig, probe_split
@@ -387,3 +388,54 @@ def test_cli_probe_prints_table_and_writes_report(esc50, tiny_patch_ckpt, tmp_pa
     assert bad.exit_code != 0 and "Error" in bad.output and "Traceback" not in bad.output
     bad = CliRunner().invoke(main, ["probe", str(esc50), "-m", "fbank", "--layer", "x", "-o", str(out)])
     assert bad.exit_code != 0 and "--layer must be" in bad.output
+
+
+# --- WebDataset shards ---------------------------------------------------------------------------
+
+
+def _pack_as_shards(dataset_root, shard_dir, *, json_labels=False, broken=None):
+    """The clips of a class-folder dataset packed as WebDataset shards (labels in .cls or .json
+    with folds), optionally with one sample's audio replaced by garbage."""
+    webdataset = pytest.importorskip("webdataset")
+    shard_dir.mkdir()
+    files = sorted(p for p in dataset_root.rglob("*.wav"))
+    with webdataset.ShardWriter(str(shard_dir / "probe-%04d.tar"), maxcount=8) as sink:
+        for i, path in enumerate(files):
+            label = path.parent.name
+            sample = {"__key__": f"s{i:04d}", "wav": path.read_bytes()}
+            if i == broken:
+                sample["wav"] = b"not a wav file" * 20
+            if json_labels:
+                sample["json"] = json.dumps({"label": label, "fold": f"fold{i % 3}"}).encode()
+            else:
+                sample["cls"] = label.encode()
+            sink.write(sample)
+    return files
+
+
+def test_shards_with_labels_are_a_dataset(tmp_path):
+    root = write_dataset(tmp_path / "d", "folder", per_class=6, seconds=0.5, num_classes=3)
+    files = _pack_as_shards(root, tmp_path / "shards")
+    spec = str(tmp_path / "shards" / "probe-{0000..0002}.tar")
+    ds = load_dataset(spec)
+    folder = load_dataset(root)
+    assert ds.layout == "shards" and ds.partition == "none" and len(ds) == len(files) == len(folder)
+    assert ds.classes == folder.classes
+    assert sorted(c.labels[0] for c in ds.clips) == sorted(c.labels[0] for c in folder.clips)
+    np.testing.assert_array_equal(read_clip(ds.clips[0]), read_audio(files[0]))  # decoded in place
+
+    _pack_as_shards(root, tmp_path / "shards_json", json_labels=True)
+    with_folds = load_dataset(str(tmp_path / "shards_json" / "probe-*.tar"))
+    assert with_folds.partition == "folds" and with_folds.groups == ["fold0", "fold1", "fold2"]
+
+
+def test_probe_on_shards_scores_and_reports_a_broken_sample(tmp_path):
+    root = write_dataset(tmp_path / "d", "folder", per_class=6, seconds=0.5, num_classes=3)
+    _pack_as_shards(root, tmp_path / "shards", broken=4)
+    with pytest.warns(ProbeWarning, match="1 unreadable clip"):
+        spec = str(tmp_path / "shards" / "probe-*.tar")
+        report = run_probe(spec, ["fbank"], tmp_path / "out", config(tmp_path))
+    model = report["models"][0]
+    assert report["dataset"]["layout"] == "shards"
+    assert model["skipped"]["count"] == 1 and list(model["skipped"]["files"]) == ["probe-0000.tar/s0004"]
+    assert model["summary"]["accuracy"]["mean"] > 1 / 3
