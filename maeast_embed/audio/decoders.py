@@ -161,7 +161,7 @@ class SndfileDecoder(Decoder):
         self._handle, self._stream, self.name = handle, stream, name
         self.sample_rate, self.channels = int(handle.samplerate), int(handle.channels)
         self.frames = int(handle.frames)
-        self.frames_exact = handle.format != "MPEG"  # mp3 lengths come from a scan
+        self.frames_exact = handle.format != "MP3"  # mp3 lengths may be estimated from the bitrate
         self.position = 0
 
     def read(self, frames: int) -> np.ndarray:
@@ -210,10 +210,11 @@ _COARSE_SEEK_AFTER = 30.0  # ms-timestamp containers: decode from the start befo
 class PyAVDecoder(Decoder):
     backend = "ffmpeg"
 
-    def __init__(self, opener: Any, name: str, stream: IO[bytes] | None = None) -> None:
+    def __init__(self, target: str | IO[bytes], name: str, stream: IO[bytes] | None = None) -> None:
+        """`target`: a path, or `stream` (a seekable file object FFmpeg reads through)."""
         import av
 
-        self._av, self._opener, self._file, self.name = av, opener, stream, name
+        self._av, self._target, self._file, self.name = av, target, stream, name
         self._container = None
         self._open()
         try:
@@ -249,7 +250,7 @@ class PyAVDecoder(Decoder):
         if self._file is not None:
             self._file.seek(0)
         try:
-            self._container = av.open(self._opener, mode="r", metadata_errors="ignore")
+            self._container = av.open(self._target, mode="r", metadata_errors="ignore")
         except av.FFmpegError as err:
             raise _Unreadable(_av_reason(err), self.name) from err
         streams = self._container.streams
