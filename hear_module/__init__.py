@@ -4,16 +4,11 @@ The functions live in `hear_module.api` and are imported on first use, so that
 `maeast-embed --help` (which lists the `hear` command of `hear_module.cli`) does not import torch.
 """
 
-from importlib import import_module
+from maeast_embed.lazy import lazy_attributes
 
 _API = ("HearModel", "load_model", "get_timestamp_embeddings", "get_scene_embeddings")
 
 __all__ = list(_API)
 
 
-def __getattr__(name: str):
-    if name not in _API:
-        raise AttributeError(f"module 'hear_module' has no attribute {name!r}")
-    value = getattr(import_module(".api", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(_API, ".api"))

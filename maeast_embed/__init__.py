@@ -4,7 +4,7 @@ The public names below are imported on first use, so that light modules (the com
 error types) do not pay for importing torch.
 """
 
-from importlib import import_module
+from .lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -24,9 +24,4 @@ _PUBLIC = {
 __all__ = ["__version__", *_PUBLIC]
 
 
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'maeast_embed' has no attribute {name!r}")
-    value = getattr(import_module(_PUBLIC[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _PUBLIC)

@@ -3,7 +3,7 @@
 The names below are imported on first use (the command line lists `probe` without torch).
 """
 
-from importlib import import_module
+from maeast_embed.lazy import lazy_attributes
 
 _PUBLIC = {
     "Clip": ".datasets",
@@ -20,9 +20,4 @@ _PUBLIC = {
 __all__ = list(_PUBLIC)
 
 
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'probes' has no attribute {name!r}")
-    value = getattr(import_module(_PUBLIC[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _PUBLIC)
