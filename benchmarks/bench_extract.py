@@ -4,7 +4,7 @@ Makes a folder of N clips x S seconds (16 kHz 16-bit wav), then for each --dtype
   * end to end: `run_extract` on the folder (decode workers, batching across files, .npz
     writes, manifest), counting forward passes to report files per forward;
   * stage breakdown on the same clips and batches: decoding (load_audio), Kaldi fbank
-    (kaldi_fbank) and encoder (tokenize + transformer under the dtype's autocast);
+    (kaldi_fbank) and encoder (tokenize + transformer, weights held in the dtype);
   * for non-float32 dtypes, cosine similarity of every frame embedding to float32's.
 Prints one JSON object. Random base-size weights unless --model names a checkpoint.
 
@@ -14,7 +14,6 @@ Prints one JSON object. Random base-size weights unless --model names a checkpoi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import tempfile
@@ -29,9 +28,10 @@ from maeast_embed.audio import load_audio
 from maeast_embed.checkpoint import load_model, save_official
 from maeast_embed.config import preset
 from maeast_embed.extract import ExtractOptions, run_extract
-from maeast_embed.features import DTYPES, Embedder
+from maeast_embed.features import Embedder
 from maeast_embed.frontend import kaldi_fbank
 from maeast_embed.model import MAEAST
+from maeast_embed.precision import compute_dtype
 
 
 def make_clips(folder: Path, count: int, seconds: float) -> list[Path]:
@@ -52,11 +52,7 @@ def stage_times(embedder: Embedder, paths: list[Path]) -> dict[str, float]:
     waves = [load_audio(p) for p in paths]
     decode = time.perf_counter() - start
     fbank_s = encoder_s = 0.0
-    autocast = (
-        torch.autocast("cpu", dtype=DTYPES[embedder.dtype])
-        if embedder.dtype != "float32"
-        else contextlib.nullcontext()
-    )
+    tokens_dtype = compute_dtype(embedder.dtype)  # the embedder's model is held in its dtype
     with torch.inference_mode():
         for first in range(0, len(waves), embedder.batch_size):
             batch = torch.stack(waves[first : first + embedder.batch_size])
@@ -64,8 +60,8 @@ def stage_times(embedder: Embedder, paths: list[Path]) -> dict[str, float]:
             fbank, lengths = kaldi_fbank(batch)
             fbank_s += time.perf_counter() - start
             start = time.perf_counter()
-            with autocast:
-                embedder.model(*embedder.model.tokenize(fbank, lengths))
+            tokens, mask = embedder.model.tokenize(fbank, lengths)
+            embedder.model(tokens.to(tokens_dtype), mask)
             encoder_s += time.perf_counter() - start
     return {"decode_s": decode, "fbank_s": fbank_s, "encoder_s": encoder_s}
 

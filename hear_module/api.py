@@ -33,6 +33,7 @@ from maeast_embed.errors import AudioError, ConfigError
 from maeast_embed.features import Embedder, parse_layer, pool_time, select_layers
 from maeast_embed.frontend import SAMPLE_RATE, min_samples_for_tokens, token_centre_seconds
 from maeast_embed.model import MAEAST
+from maeast_embed.precision import check_dtype
 
 __all__ = ["HearModel", "load_model", "get_timestamp_embeddings", "get_scene_embeddings"]
 
@@ -59,7 +60,8 @@ class HearModel(torch.nn.Module):
 
     Attributes required by HEAR: `sample_rate` (16000), `timestamp_embedding_size`,
     `scene_embedding_size` (equal). Others: `layer`, `freq_pool`, `hop_ms`, `native_hop_ms`,
-    `batch_size` (windows per forward; None = 32 on CUDA, 8 on CPU), `chunk_seconds`.
+    `batch_size` (windows per forward; None = 32 on CUDA, 8 on CPU), `chunk_seconds`, `dtype`
+    (the Embedder's: float32 by default, for parity with the reference).
     """
 
     sample_rate = SAMPLE_RATE
@@ -73,8 +75,12 @@ class HearModel(torch.nn.Module):
         hop_ms: float | str | None = None,
         batch_size: int | None = None,
         chunk_seconds: float = 10.24,
+        dtype: str = "float32",
     ) -> None:
         super().__init__()
+        check_dtype(dtype, torch.device("cpu"))  # the name; the device is checked on first use
+        self.dtype = dtype
+        self._engine: tuple[tuple, Embedder] | None = None  # (settings, engine)
         self.model = model.eval()
         cfg = model.cfg
         self.layer = _layer_spec(layer)
@@ -111,10 +117,17 @@ class HearModel(torch.nn.Module):
         return hop
 
     def embedder(self) -> Embedder:
-        """An engine on the device the weights are on now (heareval moves the module itself)."""
+        """The engine on the device the weights are on now (heareval moves the module itself),
+        kept between calls (a non-float32 engine holds its own copy of the weights)."""
         device = next(self.model.parameters()).device
         batch = self.batch_size or (32 if device.type == "cuda" else 8)
-        return Embedder(self.model, device=device, batch_size=batch, chunk_seconds=self.chunk_seconds)
+        self.model.eval()  # a float32 engine runs these very weights
+        key = (device, batch, self.chunk_seconds, self.dtype)
+        if self._engine is None or self._engine[0] != key:
+            engine = Embedder(self.model, device=device, dtype=self.dtype, batch_size=batch,
+                              chunk_seconds=self.chunk_seconds)
+            self._engine = (key, engine)
+        return self._engine[1]
 
     def native_features(self, audio: Tensor) -> Tensor:
         """[n, samples] -> [n, T, D] float32 on CPU, one frame per token step, layers concatenated."""
@@ -203,6 +216,8 @@ def load_model(model_file_path: str = "", **options) -> HearModel:
                 hop when it is at most 50 ms, else 40 ms (linear interpolation).
             batch_size: windows per forward pass (default 32 on CUDA, 8 on CPU).
             chunk_seconds: window length for long audio (default 10.24).
+            dtype: encoder compute dtype: 'float32' (default, parity with the reference), 'auto',
+                'bfloat16', 'float16' or 'int8' (CPU), as for `maeast-embed extract --dtype`.
             trust_checkpoint: allow arbitrary unpickling (only for trusted files; default False).
             sample_rate: accepted only as 16000 (MAE-AST's rate).
     """
@@ -213,7 +228,7 @@ def load_model(model_file_path: str = "", **options) -> HearModel:
     sample_rate = options.pop("sample_rate", SAMPLE_RATE)
     if int(sample_rate) != SAMPLE_RATE:
         raise ConfigError(f"MAE-AST takes {SAMPLE_RATE} Hz audio, got sample_rate={sample_rate}")
-    known = {"layer", "freq_pool", "hop_ms", "batch_size", "chunk_seconds"}
+    known = {"layer", "freq_pool", "hop_ms", "batch_size", "chunk_seconds", "dtype"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"unknown model options {unknown}; known: {sorted(known | {'trust_checkpoint'})}")

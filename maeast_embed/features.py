@@ -8,7 +8,6 @@ so a clip's embedding never depends on the batch or on the other files.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,9 @@ from .frontend import (
     token_centre_seconds,
 )
 from .model import MAEAST
+from .precision import check_dtype, compute_dtype, inference_model, resolve_dtype
 
 LayerSpec = str | int | Sequence[int]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -118,8 +117,12 @@ class Embedder:
     Args:
         model: an MAEAST, a checkpoint path, or a registered name.
         device: 'auto', 'cpu', 'cuda', ... (the model is moved there).
-        dtype: compute dtype of the encoder ('float32', 'bfloat16', 'float16' via autocast);
-            the fbank is always float32 and outputs are float32.
+        dtype: compute dtype of the encoder: 'auto' (bfloat16 where the device has fast bf16
+            units, int8 on a CPU without them where that measures faster and agrees with
+            float32, else float32; see `maeast_embed.precision`), 'float32', 'bfloat16',
+            'float16' or 'int8' (CPU). `self.dtype` holds the one in use. Other than float32,
+            the encoder runs from a copy held in that dtype (a model passed in is not changed).
+            The fbank is always float32 and outputs are float32.
         batch_size: windows per forward pass.
         chunk_seconds: window length for long audio (10.24 s by default).
     """
@@ -129,20 +132,19 @@ class Embedder:
         model: MAEAST | str | Path = DEFAULT_MODEL,
         *,
         device: str | torch.device = "auto",
-        dtype: str = "float32",
+        dtype: str = "auto",
         batch_size: int = 8,
         chunk_seconds: float = 10.24,
         trust_checkpoint: bool = False,
     ) -> None:
-        if dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if batch_size < 1:
             raise ConfigError("batch_size must be at least 1")
         self.device = resolve_device(device)
+        check_dtype(dtype, self.device)  # before the checkpoint is read
         if not isinstance(model, MAEAST):
             model = load_model(model, trust_checkpoint=trust_checkpoint)
-        self.model = model.to(self.device).eval()
-        self.dtype = dtype
+        self.dtype = resolve_dtype(dtype, self.device, model)
+        self.model = inference_model(model, self.dtype, self.device)
         self.batch_size = batch_size
         cfg = self.model.cfg
         self.chunk_steps = max(1, round(chunk_seconds * SAMPLE_RATE / (FRAME_SHIFT * cfg.kernel_time)))
@@ -190,11 +192,7 @@ class Embedder:
         cfg = self.model.cfg
         order = sorted(range(len(windows)), key=lambda i: -windows[i].numel())
         results: list[Tensor | None] = [None] * len(windows)
-        autocast = (
-            torch.autocast(self.device.type, dtype=DTYPES[self.dtype])
-            if self.dtype != "float32"
-            else contextlib.nullcontext()
-        )
+        tokens_dtype = compute_dtype(self.dtype)
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
             lengths = torch.tensor([windows[i].numel() for i in index])
@@ -203,9 +201,11 @@ class Embedder:
                 batch[row, : windows[i].numel()] = windows[i]
             batch, lengths = batch.to(self.device), lengths.to(self.device)
             fbank, frame_lengths = kaldi_fbank(batch, lengths)
-            with autocast:
-                tokens, padding_mask = self.model.tokenize(fbank, frame_lengths)
-                hidden = select_layers(self.model(tokens, padding_mask), layer)
+            tokens, padding_mask = self.model.tokenize(fbank, frame_lengths)
+            hidden_states = self.model(tokens.to(tokens_dtype), padding_mask)
+            if layer == "mean":  # average the layers in float32, not in a low-precision dtype
+                hidden_states = [h.float() for h in hidden_states]
+            hidden = select_layers(hidden_states, layer)
             layers, rows, length, dim = hidden.shape
             per_step = cfg.tokens_per_step
             hidden = hidden.float().reshape(layers, rows, length // per_step, per_step, dim)

@@ -202,9 +202,10 @@ class MAEAST(nn.Module):
         return tokens, mask
 
     def embed_tokens(self, tokens: Tensor, padding_mask: Tensor | None) -> Tensor:
-        """Patch projection plus encoder positions (zero at padded tokens)."""
+        """Patch projection plus encoder positions (zero at padded tokens), in the projection's
+        output dtype (the weights' dtype when they are held in bfloat16 or float16)."""
         x = self.post_extract_proj(tokens)
-        pos = self.enc_sine_pos_embed(x.shape[1], x.device)
+        pos = self.enc_sine_pos_embed(x.shape[1], x.device).to(x.dtype)
         if padding_mask is None:
             return x + pos
         return x + pos * (~padding_mask).unsqueeze(-1)

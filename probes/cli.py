@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from maeast_embed.cli_common import trust_option
-from maeast_embed.defaults import DEFAULT_MODEL
+from maeast_embed.defaults import DEFAULT_MODEL, DTYPE_CHOICES
 from maeast_embed.errors import MAEASTError
 
 from .choices import LAYOUTS, PRECISIONS
@@ -90,10 +90,11 @@ def _grid(text: str) -> tuple[float, ...]:
 @click.option("--device", default="auto", show_default=True)
 @click.option(
     "--dtype",
-    type=click.Choice(["float32", "bfloat16", "float16"]),
-    default="float32",
+    type=click.Choice(DTYPE_CHOICES),
+    default="auto",
     show_default=True,
-    help="Encoder compute dtype for frozen embeddings.",
+    help="Encoder compute dtype for frozen embeddings (auto: what is fast here, as for extract; "
+    "report.json records the one used per model).",
 )
 @click.option(
     "--batch-size", type=int, default=8, show_default=True, help="Windows per forward pass (frozen)."

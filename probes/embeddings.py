@@ -7,7 +7,7 @@ import hashlib
 import json
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from maeast_embed.errors import AudioError, MAEASTError
 from maeast_embed.features import Embedder, resolve_device
 from maeast_embed.frontend import FRAME_LENGTH, kaldi_fbank
 from maeast_embed.model import MAEAST
+from maeast_embed.precision import resolve_dtype
 
 from .datasets import ProbeDataset, read_clip, warn
 
@@ -124,8 +125,15 @@ class EmbedOptions:
 
     pool: str = "mean"
     freq_pool: str = "concat"
-    dtype: str = "float32"
+    dtype: str = "auto"
     chunk_seconds: float = 10.24
+
+    def resolved(self, spec: ModelSpec, device: str) -> EmbedOptions:
+        """These options with `dtype` the one the encoder of `spec` runs in on `device` (`auto`
+        resolved), so cache keys and reports name the dtype actually used."""
+        if spec.kind == "fbank":
+            return self
+        return replace(self, dtype=resolve_dtype(self.dtype, resolve_device(device), spec.model))
 
     def key(self, spec: ModelSpec) -> dict[str, Any]:
         if spec.kind == "fbank":
@@ -170,6 +178,7 @@ class Embeddings:
     skipped: dict[str, str]  # relative path -> reason
     from_cache: bool
     cache_file: str | None
+    dtype: str | None = None  # the encoder's compute dtype (None for the fbank baseline)
 
 
 def read_clips(
@@ -297,15 +306,17 @@ def get_embeddings(
 ) -> Embeddings:
     """Embeddings of every clip, from the cache when a matching file exists."""
     sink = sink if sink is not None else []
+    options = options.resolved(spec, device)
+    dtype = None if spec.kind == "fbank" else options.dtype
     path, meta = cache_path(spec, options, ds, cache_root)
     if use_cache:
         cached = load_cache(path, meta, sink)
         if cached is not None:
-            return cached
+            return replace(cached, dtype=dtype)
     values, ok, skipped = compute_embeddings(
         ds, make_embed_fn(spec, options, device, batch_size), progress=progress
     )
-    emb = Embeddings(values, ok, skipped, False, str(path) if use_cache else None)
+    emb = Embeddings(values, ok, skipped, False, str(path) if use_cache else None, dtype)
     if use_cache:
         save_cache(path, meta, emb)
     return emb

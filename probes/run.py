@@ -13,6 +13,7 @@ import numpy as np
 
 from maeast_embed.errors import MAEASTError
 from maeast_embed.features import resolve_device
+from maeast_embed.precision import check_dtype
 
 from .datasets import ProbeDataset, Split, load_dataset, make_splits, warn
 from .embeddings import EmbedOptions, ModelSpec, get_embeddings, read_clips, resolve_models
@@ -34,7 +35,7 @@ class RunConfig:
     valid_fraction: float = 0.2  # carved from train when there is no validation split
     seed: int = 0
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = "auto"  # the one used per model is in its report record
     batch_size: int = 8
     chunk_seconds: float = 10.24
     cache_dir: Path | None = None
@@ -108,6 +109,7 @@ def evaluate_model(
         )
         ok, skipped = emb.ok, emb.skipped
         record["cache"] = {"file": emb.cache_file, "hit": emb.from_cache}
+        record["dtype"] = emb.dtype
         record["embedding_shape"] = list(emb.values.shape[1:])
         log(
             f"{spec.label}: embeddings {'from cache' if emb.from_cache else 'computed'} "
@@ -187,6 +189,7 @@ def run_probe(
     if not models:
         raise MAEASTError("give at least one --model (a checkpoint, fbank, or random)")
     config = replace(config, layer=parse_layer_mode(config.layer))
+    check_dtype(config.dtype, resolve_device(config.device))  # before any audio is read
     out_dir = Path(out_dir)
     ds = load_dataset(dataset, config.layout)
     splits = make_splits(ds, num_folds=config.folds, valid_fraction=config.valid_fraction, seed=config.seed)

@@ -34,7 +34,11 @@ def audio_dir(tmp_path_factory):
 
 
 def extract(*args):
-    return CliRunner().invoke(main, ["extract", *map(str, args)])
+    """The CLI, in float32 unless --dtype is given: these tests compare values exactly, and only
+    float32 keeps a clip's numbers independent of its batch to 1e-5 (bf16 rounds to 3 digits)."""
+    args = [*map(str, args)]
+    dtype = [] if "--dtype" in args else ["--dtype", "float32"]
+    return CliRunner().invoke(main, ["extract", *args, *dtype])
 
 
 def load(path):
@@ -54,7 +58,7 @@ def test_folder_layout_manifest_and_values(audio_dir, tmp_path, tiny_patch_ckpt)
     expected = sorted(f"{rel}.npz" for rel in [*LENGTHS, "stereo44.wav"])
     assert outputs(out) == expected
 
-    embedder = Embedder(tiny_patch_ckpt, device="cpu")
+    embedder = Embedder(tiny_patch_ckpt, device="cpu", dtype="float32")
     for rel in ["a.wav", "sub/b.flac", "stereo44.wav", "d.wav"]:
         data = load(out / f"{rel}.npz")
         wave = load_audio(audio_dir / rel)
@@ -93,7 +97,7 @@ def test_list_files_and_single_files(audio_dir, tmp_path, tiny_patch_ckpt):
 
 
 def test_python_api_matches_the_cli(audio_dir, tmp_path, tiny_patch_ckpt):
-    embedder = Embedder(tiny_patch_ckpt, device="cpu", batch_size=3)
+    embedder = Embedder(tiny_patch_ckpt, device="cpu", batch_size=3, dtype="float32")
     files = [audio_dir / "a.wav", audio_dir / "stereo44.wav"]
     from_files = embed_files(embedder, files, granularity="clip", layer="all", pool="meanmax")
     waves = [load_audio(f) for f in files]
@@ -120,7 +124,9 @@ def test_layer_option(audio_dir, tmp_path, tiny_patch_ckpt, layer):
     assert result.exit_code == 0, result.output
     got = load(out / "a.wav.npz")["embedding"]
     stacked = torch.stack(
-        Embedder(tiny_patch_ckpt).frame_features([load_audio(audio_dir / "a.wav")], layer="all")[0].unbind(0)
+        Embedder(tiny_patch_ckpt, dtype="float32")
+        .frame_features([load_audio(audio_dir / "a.wav")], layer="all")[0]
+        .unbind(0)
     ).numpy()
     expected = {"all": stacked, "1": stacked[0], "-1": stacked[1], "mean": stacked.mean(0), "1,2": stacked}[
         layer
@@ -241,7 +247,7 @@ def test_chunk_seconds_windows_are_stitched(audio_dir, tmp_path, tiny_patch_ckpt
     long, short = (load(runs[c] / "b.flac.npz") for c in ["10.24", "2.56"])
     np.testing.assert_array_equal(long["timestamps"], short["timestamps"])
     # 2.56 s windows = 16 steps each, encoded alone: the first 16 steps equal a 2.56 s clip's
-    embedder = Embedder(tiny_patch_ckpt)
+    embedder = Embedder(tiny_patch_ckpt, dtype="float32")
     wave = load_audio(audio_dir / "sub/b.flac")
     first = embedder.frame_features([wave[: (16 * 16 - 1) * 160 + 400]])[0][0].numpy()
     np.testing.assert_allclose(short["embedding"][:16], first, atol=1e-5)
@@ -249,7 +255,7 @@ def test_chunk_seconds_windows_are_stitched(audio_dir, tmp_path, tiny_patch_ckpt
 
 
 def test_dtypes_stay_close_to_float32(audio_dir, tmp_path, tiny_patch_ckpt):
-    ref = embed_files(Embedder(tiny_patch_ckpt), [audio_dir / "e.wav"])[0].embedding
+    ref = embed_files(Embedder(tiny_patch_ckpt, dtype="float32"), [audio_dir / "e.wav"])[0].embedding
     for dtype in ["bfloat16", "float16"]:
         out = tmp_path / dtype
         result = extract(audio_dir / "e.wav", "-o", out, "--model", tiny_patch_ckpt, "--dtype", dtype)

@@ -104,7 +104,7 @@ def test_streamed_long_files_equal_the_in_memory_path(tmp_path, tiny_patch_ckpt,
     seconds, rate = 5.3, 22050
     data = np.stack([chirp(seconds, sr=rate), noise(seconds, sr=rate, seed=3)], 1)
     path = write_audio(tmp_path / "in" / "long.wav", data, sr=rate, subtype="FLOAT")
-    embedder = Embedder(tiny_patch_ckpt, batch_size=3, chunk_seconds=1.28)
+    embedder = Embedder(tiny_patch_ckpt, batch_size=3, chunk_seconds=1.28, dtype="float32")  # exact
     runs = {}
     for name, stream in [("memory", 1e9), ("stream", 2.0)]:
         options = ExtractOptions(

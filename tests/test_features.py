@@ -112,5 +112,5 @@ def test_helpers():
     assert select_layers(hs, "last").shape == (1, 1, 2, 3)
     x = torch.tensor([[1.0, 5.0], [3.0, -1.0]])
     torch.testing.assert_close(pool_time(x, "meanmax"), torch.tensor([2.0, 2.0, 3.0, 5.0]))
-    with pytest.raises(ConfigError):
-        Embedder(make_model("tiny-patch"), dtype="int8")
+    with pytest.raises(ConfigError, match="auto, float32, bfloat16, float16, int8; got 'int4'"):
+        Embedder(make_model("tiny-patch"), dtype="int4")

@@ -113,7 +113,7 @@ def test_patch_interpolation_between_token_steps(tiny_patch_ckpt, patch_model):
 
 def test_matches_the_extraction_engine(tiny_frame_ckpt, frame_model):
     audio = torch.from_numpy(tone(1.5, 880.0))
-    reference = Embedder(str(tiny_frame_ckpt), device="cpu").frame_features([audio])[0][0]
+    reference = Embedder(str(tiny_frame_ckpt), device="cpu", dtype="float32").frame_features([audio])[0][0]
     emb, _ = hear_module.get_timestamp_embeddings(audio[None], frame_model)
     torch.testing.assert_close(emb[0], reference, rtol=0, atol=1e-6)
 

@@ -5,6 +5,11 @@ per clip, zero-padded to the batch's longest clip, the checkpoint's BatchNorm, a
 reference's batch-dependent token padding rule (a clip's trailing partial patch is a valid
 token when the batch is padded). Patch tokens are regrouped per time step, [B, T/16, 8 * D].
 
+Precision: float32 by default (parity with the reference). `dtype` (or `MAEAST_DTYPE` under
+s3prl, which passes no options) = 'bfloat16', 'float16' or 'auto' (bfloat16 where the device has
+fast bf16 units, else float32) runs the encoder under autocast, so the upstream stays trainable
+for s3prl's fine-tuning (`-f`); int8 is for frozen extraction (`maeast-embed extract`).
+
 Short clips: a clip needs at least 400 samples (one 25 ms fbank frame), and the longest clip of
 a batch must fill one token time step (2800 samples for the patch model, 560 for the frame
 model); otherwise `AudioError` is raised. Shorter clips inside a longer batch are handled as
@@ -20,10 +25,13 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
 from maeast_embed.checkpoint import load_model
-from maeast_embed.errors import AudioError, CheckpointError
+from maeast_embed.errors import AudioError, CheckpointError, ConfigError
 from maeast_embed.frontend import FRAME_LENGTH, FRAME_SHIFT, kaldi_fbank, min_samples_for_tokens
+from maeast_embed.precision import compute_dtype, resolve_dtype
 
 TRUST_ENV = "MAEAST_TRUST_CHECKPOINT"
+DTYPE_ENV = "MAEAST_DTYPE"
+UPSTREAM_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 def trust_from_env() -> bool:
@@ -38,8 +46,14 @@ class UpstreamExpert(nn.Module):
     at most, rate = `get_downsample_rates()` (2560 samples patch, 320 frame).
     """
 
-    def __init__(self, ckpt: str) -> None:
+    def __init__(self, ckpt: str, dtype: str | None = None) -> None:
         super().__init__()
+        self.dtype = dtype or os.environ.get(DTYPE_ENV, "").strip() or "float32"
+        if self.dtype not in UPSTREAM_DTYPES:
+            raise ConfigError(
+                f"the s3prl upstream's dtype ({DTYPE_ENV}) must be one of {', '.join(UPSTREAM_DTYPES)}; "
+                f"got {self.dtype!r}"
+            )
         trust = trust_from_env()
         try:
             self.model = load_model(ckpt, trust_checkpoint=trust)
@@ -56,6 +70,11 @@ class UpstreamExpert(nn.Module):
     def get_downsample_rates(self, key: str | None = None) -> int:
         return self.downsample_rate
 
+    def compute_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype for `device` (None: float32, no autocast)."""
+        name = resolve_dtype(self.dtype, device)  # no model: auto never means int8 here
+        return None if name == "float32" else compute_dtype(name)
+
     def forward(self, wavs: list[Tensor]) -> dict[str, Tensor | list[Tensor]]:
         lengths = self._check(wavs)
         cfg = self.model.cfg
@@ -63,7 +82,9 @@ class UpstreamExpert(nn.Module):
         with torch.autocast(padded.device.type, enabled=False):  # fp16 power spectra overflow
             fbank, frame_lengths = kaldi_fbank(padded, lengths, num_mel_bins=cfg.num_mel_bins)
         tokens, padding_mask = self.model.tokenize(fbank, frame_lengths, include_partial=True)
-        hidden = self.model(tokens, padding_mask)
+        dtype = self.compute_dtype(padded.device)
+        with torch.autocast(padded.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            hidden = [h.float() for h in self.model(tokens, padding_mask)]
         steps = len(range(0, int(lengths.max()), self.downsample_rate))
         batch, dim = tokens.shape[0], cfg.tokens_per_step * cfg.embed_dim
         hidden_states = [h.reshape(batch, -1, dim)[:, :steps] for h in hidden]

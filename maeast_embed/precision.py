@@ -1,0 +1,355 @@
+"""Inference precision: `--dtype` names, what `auto` picks, and the model held in that dtype.
+
+`auto` is bfloat16 on CUDA devices with native bf16 and on CPUs whose bf16 matmuls beat float32:
+AMX (trusted from the CPU flags alone), or AVX512-BF16 / ARM BF16 units confirmed by a one-off
+micro-measurement (one base-width transformer layer, cached per machine in
+`$MAEAST_CACHE/precision.json`). A CPU without such units gets int8 when the same measurement
+shows int8 faster and the model's int8 features agree with float32 on a test signal; otherwise
+float32. oneDNN's `ONEDNN_MAX_CPU_ISA` (read before torch starts) can hide bf16 units: it is
+honoured here too. The decision never looks at the model's name or size.
+
+`inference_model` gives the model the Embedder runs: the caller's model itself for float32,
+else an encoder-only copy whose weights are cast once (bfloat16/float16; LayerNorm statistics,
+softmax and GELU still accumulate in float32 inside torch's kernels) or whose linear layers are
+dynamically quantised (int8: per-channel int8 weights, activations quantised per call).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .atomic import atomic_open
+from .checkpoint import cache_dir
+from .config import preset
+from .defaults import DTYPE_CHOICES
+from .errors import ConfigError
+from .model import MAEAST, TransformerLayer
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MIN_GAIN = 1.3  # a measured speed-up below this is noise or not worth a precision change
+INT8_MIN_COSINE = 0.995  # auto's int8 check: worst frame cosine to float32 on the test signal
+
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA) that leave each kind of unit usable.
+_BF16_ISAS = {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX512_CORE_AMX",
+              "AVX10_1_512_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX_FP16", "AVX10_2_512",
+              "AVX10_2_512_AMX_2", "ALL", "DEFAULT"}
+_AMX_ISAS = {"AVX512_CORE_AMX", "AVX10_1_512_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX_FP16",
+             "AVX10_2_512_AMX_2", "ALL", "DEFAULT"}
+_FBGEMM_NO_VNNI = {"AVX2", "AVX512", "AVX512_256"}  # FBGEMM_ENABLE_INSTRUCTIONS values without VNNI
+
+
+class PrecisionWarning(UserWarning):
+    """A dtype that works here but is likely slower than float32."""
+
+
+@dataclass(frozen=True)
+class CpuReport:
+    """What this CPU and the environment say about reduced-precision units."""
+
+    arch: str  # platform.machine(), lower case
+    model_name: str
+    flags: frozenset[str] = field(default_factory=frozenset)  # /proc/cpuinfo flags or Features
+    capability: str = ""  # torch.backends.cpu.get_cpu_capability()
+    onednn_max_isa: str | None = None
+    fbgemm_isa: str | None = None
+
+    @property
+    def x86(self) -> bool:
+        return self.arch in ("x86_64", "amd64", "i686", "x86")
+
+    def _isa_allows(self, allowed: set[str]) -> bool:
+        return self.onednn_max_isa is None or self.onednn_max_isa in allowed
+
+    @property
+    def amx_bf16(self) -> bool:
+        return self.x86 and "amx_bf16" in self.flags and self._isa_allows(_AMX_ISAS)
+
+    @property
+    def bf16_units(self) -> bool:
+        """AMX or AVX512-BF16 usable by oneDNN (x86), or the ARM BF16 extension."""
+        if self.x86:
+            return self.amx_bf16 or ("avx512_bf16" in self.flags and self._isa_allows(_BF16_ISAS))
+        return "bf16" in self.flags
+
+    @property
+    def int8_exact(self) -> bool:
+        """Whether int8 products accumulate straight into int32: FBGEMM without VNNI sums pairs
+        of u8*s8 products in saturating int16, so activations must then use 7 bits."""
+        if not self.x86:
+            return True
+        return "avx512_vnni" in self.flags and (self.fbgemm_isa or "").upper() not in _FBGEMM_NO_VNNI
+
+    def key(self) -> str:
+        """Identifies the measurement conditions: CPU, caps, torch build, threads."""
+        return "|".join([
+            self.model_name, self.arch, self.capability, self.onednn_max_isa or "-", self.fbgemm_isa or "-",
+            os.environ.get("MKL_ENABLE_INSTRUCTIONS", "-"), torch.__version__, str(torch.get_num_threads()),
+        ])
+
+
+@cache
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """(model name, flags) from /proc/cpuinfo (x86 `flags`, ARM `Features`); where it is
+    missing, the x86 units torch's own CPU probes report."""
+    name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key.lower() in ("model name", "cpu part") and not name:
+                    name = value
+                elif key.lower() in ("flags", "features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        probes = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported",
+                  "avx512_vnni": "_is_vnni_supported"}
+        flags = {flag for flag, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)()}
+    return name or platform.processor() or platform.machine(), frozenset(flags)
+
+
+def cpu_report() -> CpuReport:
+    name, flags = _cpuinfo()
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return CpuReport(
+        arch=platform.machine().lower(),
+        model_name=name,
+        flags=flags,
+        capability=torch.backends.cpu.get_cpu_capability(),
+        onednn_max_isa=isa.strip().upper() if isa else None,
+        fbgemm_isa=os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS"),
+    )
+
+
+def check_dtype(name: str, device: torch.device) -> None:
+    """Raise ConfigError for a dtype that does not exist or cannot run on `device`."""
+    if name not in DTYPE_CHOICES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}; got {name!r}")
+    if name == "int8" and device.type != "cpu":
+        raise ConfigError(
+            f"dtype int8 (dynamically quantised linear layers) runs on CPU only, not on {device}; "
+            "pass --device cpu, or use bfloat16 or float16 there"
+        )
+    native_bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported(including_emulation=False)
+    if name == "bfloat16" and not native_bf16:
+        raise ConfigError(
+            f"{torch.cuda.get_device_name(device)} has no native bfloat16 support (compute capability "
+            "below 8.0); use --dtype float16 or float32"
+        )
+    if name == "bfloat16" and device.type == "cpu" and not cpu_report().bf16_units:
+        warnings.warn(
+            "this CPU reports no bf16 units (AMX, AVX512-BF16), or ONEDNN_MAX_CPU_ISA hides them: "
+            "bfloat16 runs emulated, likely slower than float32",
+            PrecisionWarning,
+            stacklevel=3,
+        )
+
+
+def resolve_dtype(name: str, device: torch.device, model: MAEAST | None = None) -> str:
+    """The dtype to compute in: `name` itself, or what `auto` picks for `device` (int8 is only
+    considered with a `model` to check it on)."""
+    check_dtype(name, device)
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float32"
+    if device.type != "cpu":
+        return "float32"
+    report = cpu_report()
+    if report.amx_bf16 or (report.bf16_units and measured_gain("bfloat16", report) >= MIN_GAIN):
+        return "bfloat16"
+    if model is not None and measured_gain("int8", report) >= MIN_GAIN and int8_agrees(model):
+        return "int8"
+    return "float32"
+
+
+# ---------------------------------------------------------------- the model held in a dtype
+
+
+class Int8Linear(nn.Module):
+    """A Linear with per-output-channel symmetric int8 weights; float32 in and out, the input
+    quantised per call (`torch.ops.quantized.linear_dynamic`)."""
+
+    def __init__(self, linear: nn.Linear, reduce_range: bool) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float().cpu()
+        scale = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
+        zero = torch.zeros(weight.shape[0], dtype=torch.long)
+        qweight = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
+        bias = None if linear.bias is None else linear.bias.detach().float().cpu()
+        self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+        self.reduce_range = reduce_range
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.quantized.linear_dynamic(x, self.packed, self.reduce_range)
+
+
+class PackedLinear(nn.Module):
+    """A CPU Linear whose weight oneDNN reorders once into its blocked matmul layout, with the
+    bias fused into the matmul. Plain bf16 `F.linear` re-packs the weight on every call: this
+    halves the time of the encoder's bf16 matmuls (same results)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+
+
+def can_pack() -> bool:
+    """Whether this torch build has oneDNN's prepacked linear (x86 and ARM CPU builds do)."""
+    ops = torch.ops.mkldnn
+    return torch.backends.mkldnn.is_available() and all(
+        hasattr(ops, op) for op in ("_reorder_linear_weight", "_linear_pointwise")
+    )
+
+
+def replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> nn.Module:
+    """Replace every nn.Linear inside `module` (or `module` itself) by `make(linear)`."""
+    if isinstance(module, nn.Linear):
+        return make(module)
+    for name, child in module.named_children():
+        setattr(module, name, replace_linears(child, make))
+    return module
+
+
+def hold_linears(module: nn.Module, dtype: str, device: torch.device) -> nn.Module:
+    """`module` (already cast to `dtype` and on `device`) with its Linears in their inference
+    form: int8 -> Int8Linear, bfloat16 on CPU -> PackedLinear; others unchanged."""
+    if dtype == "int8":
+        reduce_range = not cpu_report().int8_exact
+        return replace_linears(module, lambda linear: Int8Linear(linear, reduce_range))
+    if dtype == "bfloat16" and device.type == "cpu" and can_pack():
+        return replace_linears(module, PackedLinear)
+    return module
+
+
+def inference_model(model: MAEAST, dtype: str, device: torch.device | str = "cpu") -> MAEAST:
+    """The model to run for `dtype` on `device`, in eval mode: `model` itself for float32;
+    otherwise an encoder-only copy (no decoder; `model` is left unchanged) whose patch
+    projection and encoder are held in `dtype`. The fbank normalisation stays float32; feed the
+    tokens in `compute_dtype(dtype)`."""
+    device = torch.device(device)
+    if dtype == "float32":
+        return model.to(device).eval()
+    with torch.device("meta"):
+        held = MAEAST(model.cfg, with_decoder=False)
+    source, target = model.state_dict(), TORCH_DTYPES.get(dtype)
+    held_in_dtype = ("post_extract_proj.", "encoder.")
+    state = {
+        name: source[name].to(target) if target and name.startswith(held_in_dtype) else source[name]
+        for name in held.state_dict()
+    }
+    held.load_state_dict(state, assign=True)
+    held = hold_linears(held.requires_grad_(False).to(device), dtype, device)
+    if hasattr(model, "checkpoint"):
+        held.checkpoint = model.checkpoint
+    return held.eval()
+
+
+def compute_dtype(dtype: str) -> torch.dtype:
+    """The dtype of the tokens fed to `inference_model(model, dtype)`."""
+    return TORCH_DTYPES.get(dtype, torch.float32)
+
+
+# ---------------------------------------------------------------- auto's measurements
+
+
+def _timed_layer(dtype: str) -> tuple[nn.Module, Tensor]:
+    torch.manual_seed(0)
+    layer = TransformerLayer(preset("patch")).eval().requires_grad_(False)
+    x = torch.randn(2, 256, layer.fc1.in_features)
+    target = TORCH_DTYPES.get(dtype, torch.float32)
+    return hold_linears(layer.to(target), dtype, torch.device("cpu")), x.to(target)
+
+
+def measure_gains(kinds: tuple[str, ...] = ("bfloat16", "int8"), repeats: int = 3) -> dict[str, float]:
+    """float32 time / `kind` time of one base-width transformer layer on 512 tokens (best of
+    `repeats` interleaved runs each, after one warm-up run)."""
+    contenders = {kind: _timed_layer(kind) for kind in ("float32", *kinds)}
+    best = dict.fromkeys(contenders, float("inf"))
+    with torch.inference_mode():
+        for layer, x in contenders.values():
+            layer(x, None)
+        for _ in range(repeats):
+            for kind, (layer, x) in contenders.items():
+                start = time.perf_counter()
+                layer(x, None)
+                best[kind] = min(best[kind], time.perf_counter() - start)
+    return {kind: round(best["float32"] / best[kind], 3) for kind in kinds}
+
+
+_GAINS: dict[tuple[str, str], dict[str, float]] = {}  # (cache file, CpuReport.key()) -> gains
+
+
+def _read_gains(path: Path) -> dict:
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def measured_gain(kind: str, report: CpuReport | None = None) -> float:
+    """`measure_gains` of `kind` on this machine: measured once, then read from
+    `$MAEAST_CACHE/precision.json` (keyed by CPU, oneDNN/FBGEMM caps, torch and threads)."""
+    path = cache_dir() / "precision.json"
+    key = (report or cpu_report()).key()
+    gains = _GAINS.setdefault((str(path), key), dict(_read_gains(path).get(key, {})))
+    if kind not in gains:
+        gains[kind] = measure_gains((kind,))[kind]
+        stored = _read_gains(path)
+        stored[key] = {**stored.get(key, {}), **gains}
+        try:
+            with atomic_open(path, "w") as handle:
+                json.dump(stored, handle, indent=1)
+        except OSError:
+            pass  # a read-only cache folder: this process keeps its measurement in _GAINS
+    return gains[kind]
+
+
+def probe_signal(seconds: float = 3.0, rate: int = 16000) -> Tensor:
+    """A fixed speech-like clip: a gliding harmonic voice with formant-shaped partials, pauses
+    and a noise burst (the same samples every time)."""
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 110 + 60 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    voice = sum(np.sin(k * phase) * np.exp(-(((k * f0) - 700) / 500) ** 2 / 2) / k for k in range(1, 30))
+    envelope = np.clip(np.sin(2 * np.pi * 1.3 * t) * 2, 0, 1)
+    noise = np.random.default_rng(0).standard_normal(t.size) * ((t > 1.8) & (t < 2.1))
+    wave = 0.3 * voice * envelope + 0.05 * noise
+    return torch.from_numpy((wave / np.abs(wave).max() * 0.5).astype(np.float32))
+
+
+def int8_agrees(model: MAEAST) -> bool:
+    """Whether `model`'s last-layer int8 features stay within INT8_MIN_COSINE (worst token) of
+    float32 on `probe_signal`."""
+    from .frontend import kaldi_fbank
+
+    if next(model.parameters()).device.type != "cpu":
+        return False
+    wave, training = probe_signal().unsqueeze(0), model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            tokens, mask = model.tokenize(*kaldi_fbank(wave))
+            want = model(tokens, mask)[-1]
+            got = inference_model(model, "int8", "cpu")(tokens, mask)[-1]
+    finally:
+        model.train(training)
+    return float(torch.nn.functional.cosine_similarity(want, got, dim=-1).min()) >= INT8_MIN_COSINE
