@@ -3,10 +3,11 @@
 `auto` is bfloat16 on CUDA devices with native bf16 and on CPUs whose bf16 matmuls beat float32:
 AMX (trusted from the CPU flags alone), or AVX512-BF16 / ARM BF16 units confirmed by a one-off
 micro-measurement (one base-width transformer layer, cached per machine in
-`$MAEAST_CACHE/precision.json`). A CPU without such units gets int8 when the same measurement
-shows int8 faster and the model's int8 features agree with float32 on a test signal; otherwise
-float32. oneDNN's `ONEDNN_MAX_CPU_ISA` (read before torch starts) can hide bf16 units: it is
-honoured here too. The decision never looks at the model's name or size.
+`$MAEAST_CACHE/precision.json`; delete it to measure again). A CPU without such units gets int8
+when the same measurement shows int8 faster and the model's int8 features agree with float32 on
+a fixed speech-like signal; otherwise float32. oneDNN's `ONEDNN_MAX_CPU_ISA` (read before torch
+starts) can hide bf16 units: it is honoured here too. The decision never looks at the model's
+name or size.
 
 `inference_model` gives the model the Embedder runs: the caller's model itself for float32,
 else an encoder-only copy whose weights are cast once (bfloat16/float16; LayerNorm statistics,
@@ -35,11 +36,12 @@ from .checkpoint import cache_dir
 from .config import preset
 from .defaults import DTYPE_CHOICES
 from .errors import ConfigError
+from .frontend import kaldi_fbank
 from .model import MAEAST, TransformerLayer
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MIN_GAIN = 1.3  # a measured speed-up below this is noise or not worth a precision change
-INT8_MIN_COSINE = 0.995  # auto's int8 check: worst frame cosine to float32 on the test signal
+INT8_MIN_COSINE = 0.995  # auto's int8 check: worst token cosine to float32 on `probe_signal`
 
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA) that leave each kind of unit usable.
 _BF16_ISAS = {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX512_CORE_AMX",
@@ -132,8 +134,9 @@ def cpu_report() -> CpuReport:
     )
 
 
-def check_dtype(name: str, device: torch.device) -> None:
-    """Raise ConfigError for a dtype that does not exist or cannot run on `device`."""
+def check_dtype(name: str, device: torch.device, *, quiet: bool = False) -> None:
+    """Raise ConfigError for a dtype that does not exist or cannot run on `device`; warn
+    (PrecisionWarning, unless `quiet`) for bfloat16 on a CPU without bf16 units."""
     if name not in DTYPE_CHOICES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}; got {name!r}")
     if name == "int8" and device.type != "cpu":
@@ -147,7 +150,7 @@ def check_dtype(name: str, device: torch.device) -> None:
             f"{torch.cuda.get_device_name(device)} has no native bfloat16 support (compute capability "
             "below 8.0); use --dtype float16 or float32"
         )
-    if name == "bfloat16" and device.type == "cpu" and not cpu_report().bf16_units:
+    if name == "bfloat16" and device.type == "cpu" and not quiet and not cpu_report().bf16_units:
         warnings.warn(
             "this CPU reports no bf16 units (AMX, AVX512-BF16), or ONEDNN_MAX_CPU_ISA hides them: "
             "bfloat16 runs emulated, likely slower than float32",
@@ -158,8 +161,8 @@ def check_dtype(name: str, device: torch.device) -> None:
 
 def resolve_dtype(name: str, device: torch.device, model: MAEAST | None = None) -> str:
     """The dtype to compute in: `name` itself, or what `auto` picks for `device` (int8 is only
-    considered with a `model` to check it on)."""
-    check_dtype(name, device)
+    considered with a `model` to check it on). Call `check_dtype` first for its warning."""
+    check_dtype(name, device, quiet=True)
     if name != "auto":
         return name
     if device.type == "cuda":
@@ -339,8 +342,6 @@ def probe_signal(seconds: float = 3.0, rate: int = 16000) -> Tensor:
 def int8_agrees(model: MAEAST) -> bool:
     """Whether `model`'s last-layer int8 features stay within INT8_MIN_COSINE (worst token) of
     float32 on `probe_signal`."""
-    from .frontend import kaldi_fbank
-
     if next(model.parameters()).device.type != "cpu":
         return False
     wave, training = probe_signal().unsqueeze(0), model.training

@@ -4,6 +4,7 @@ int8, and their accuracy against float32 (packaged model, espeak-ng speech)."""
 import copy
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -253,3 +254,51 @@ def test_bf16_batch_independence_holds_to_bf16_rounding(packaged, speech):
     together = embedder.frame_features(speech)
     alone = [embedder.frame_features([wave])[0] for wave in speech]
     assert frame_cosines(together, alone).min() > 0.9999
+
+
+# ---------------------------------------------------------------- consumers
+
+
+def test_hear_and_s3prl_default_to_float32_and_take_a_dtype(tiny_patch_ckpt, monkeypatch):
+    import hear_module
+    from maeast_upstream.mae_ast.expert import UpstreamExpert
+
+    audio = torch.from_numpy(np.stack([tone(2.0), noise(2.0, seed=2)]))
+    plain, low = (hear_module.load_model(str(tiny_patch_ckpt), **o) for o in ({}, {"dtype": "bfloat16"}))
+    want, _ = hear_module.get_timestamp_embeddings(audio, plain)
+    got, _ = hear_module.get_timestamp_embeddings(audio, low)
+    assert plain.embedder().dtype == "float32" and low.embedder().dtype == "bfloat16"
+    assert low.embedder() is low.embedder()  # one engine (and one bf16 copy) across calls
+    cos = F.cosine_similarity(want, got, dim=-1)
+    assert got.dtype == torch.float32 and cos.min() > 0.999 and not torch.equal(want, got)
+    with pytest.raises(ConfigError, match="one of auto"):
+        hear_module.load_model(str(tiny_patch_ckpt), dtype="int4")
+
+    wavs = [torch.from_numpy(tone(2.0)), torch.from_numpy(noise(1.5))]
+    expert = UpstreamExpert(str(tiny_patch_ckpt))
+    monkeypatch.setenv("MAEAST_DTYPE", "bfloat16")  # what s3prl runs can set
+    low = UpstreamExpert(str(tiny_patch_ckpt))
+    assert (expert.dtype, low.dtype) == ("float32", "bfloat16")
+    for a, b in zip(expert(wavs)["hidden_states"], low(wavs)["hidden_states"], strict=True):
+        assert b.dtype == torch.float32 and not torch.equal(a, b)
+        assert F.cosine_similarity(a, b, dim=-1).min() > 0.999
+    with pytest.raises(ConfigError, match="int8"):
+        UpstreamExpert(str(tiny_patch_ckpt), dtype="int8")
+
+
+def test_probe_report_records_the_dtype_used(tmp_path, tiny_frame_ckpt):
+    from probes import RunConfig, run_probe
+    from probes.linear import ProbeConfig
+    from probes.synthetic import write_dataset
+
+    root = write_dataset(tmp_path / "d", "folder", per_class=4, seconds=0.5)
+    config = RunConfig(cache_dir=tmp_path / "cache", device="cpu", folds=2, probe=ProbeConfig(l2_grid=(0.1,)))
+    report = run_probe(root, [str(tiny_frame_ckpt), "fbank"], tmp_path / "out", config)
+    model, fbank = json.loads((tmp_path / "out" / "report.json").read_text())["models"]
+    assert report["settings"]["dtype"] == "auto"
+    assert model["dtype"] == resolve_dtype("auto", CPU, load_model(tiny_frame_ckpt))
+    assert fbank["dtype"] is None  # no encoder
+    pinned = run_probe(root, [str(tiny_frame_ckpt)], tmp_path / "out32", replace(config, dtype="float32"))
+    assert pinned["models"][0]["dtype"] == "float32"
+    if model["dtype"] != "float32":  # the cache key holds the dtype used, not 'auto'
+        assert pinned["models"][0]["cache"]["file"] != model["cache"]["file"]

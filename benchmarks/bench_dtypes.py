@@ -1,0 +1,173 @@
+"""Speed and accuracy of each `--dtype` (float32, bfloat16, int8, auto), side by side in one process.
+
+For `maeast-small` (the packaged default) and a base-size model (12 x 768 patch, random weights):
+  * forward: the engine's per-batch work (fbank, tokens, encoder, float32 features) on one batch of
+    8 x 10 s clips of real speech (10 one-second recordings each), best and median of 5 interleaved
+    repeats; speed-up against float32 (of the best times);
+  * extract: `run_extract` (decode threads, batching across files, .npz writes, manifest) on 100
+    files of 5 s of real speech (FLAC) in 4 groups, the dtypes taking turns group by group;
+    files/s and speed-up against float32;
+  * cosine to float32 of every frame embedding (forward: last layer per token step; extract: the
+    written embeddings), worst and mean.
+`auto` is resolved as the Embedder resolves it (its measurement made afresh into a temporary
+cache; building that Embedder is timed as `auto_setup_s`) and reuses the figures of the dtype it
+picked. Prints one JSON object.
+
+Hide the bf16 units (a stand-in for a laptop) by setting oneDNN's cap before torch starts:
+
+    python benchmarks/bench_dtypes.py
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE python benchmarks/bench_dtypes.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from maeast_embed import precision
+from maeast_embed.checkpoint import load_model
+from maeast_embed.config import preset
+from maeast_embed.extract import ExtractOptions, run_extract
+from maeast_embed.features import Embedder
+from maeast_embed.model import MAEAST
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "arabic-speech-commands-train" / "audio"
+DTYPES = ("float32", "bfloat16", "int8")
+
+
+def real_speech(folder: Path, count: int, seconds: int, offset: int) -> list[np.ndarray]:
+    """`count` clips, each `seconds` consecutive one-second recordings joined end to end."""
+    files = sorted(folder.glob("*.flac"))[offset : offset + count * seconds]
+    if len(files) < count * seconds:
+        sys.exit(f"need {count * seconds} one-second FLAC files in {folder} (see --data)")
+    waves = [sf.read(f, dtype="float32")[0] for f in files]
+    return [np.concatenate(waves[i * seconds : (i + 1) * seconds]) for i in range(count)]
+
+
+def base_model() -> MAEAST:
+    torch.manual_seed(0)
+    model = MAEAST(preset("patch"), with_decoder=False)
+    model.batch_norm.running_mean.fill_(-6.5)  # the scale of real log-mel fbanks
+    model.batch_norm.running_var.fill_(10.0)
+    return model.eval()
+
+
+def cosines(a: list[np.ndarray], b: list[np.ndarray]) -> dict[str, float]:
+    x, y = np.concatenate(a), np.concatenate(b)
+    cos = (x * y).sum(-1) / np.linalg.norm(x, axis=-1) / np.linalg.norm(y, axis=-1)
+    return {"min": round(float(cos.min()), 6), "mean": round(float(cos.mean()), 6)}
+
+
+def forward_times(embedders: dict[str, Embedder], clips: list[torch.Tensor], repeats: int):
+    """Interleaved timings of `encode_windows` on one batch; last-layer features per dtype."""
+    times: dict[str, list[float]] = {name: [] for name in embedders}
+    features = {name: emb.encode_windows(clips) for name, emb in embedders.items()}  # warm-up
+    for _ in range(repeats):
+        for name, emb in embedders.items():
+            start = time.perf_counter()
+            emb.encode_windows(clips)
+            times[name].append(time.perf_counter() - start)
+    return times, {name: [f[0].numpy() for f in out] for name, out in features.items()}
+
+
+def extract_runs(embedders: dict[str, Embedder], groups: list[Path], out: Path):
+    """`run_extract` on each group of files with each dtype in turn (interleaved, so a change in
+    the machine's load hits every dtype alike): files/s and the written embeddings per dtype."""
+    seconds = dict.fromkeys(embedders, 0.0)
+    for group in groups:
+        for name, embedder in embedders.items():
+            start = time.perf_counter()
+            summary = run_extract([group], out / name / group.name, embedder, ExtractOptions(),
+                                  progress=False)
+            seconds[name] += time.perf_counter() - start
+            if not summary.ok:
+                sys.exit(f"extract failed: {summary.failed[:3]}")
+    files = sum(len(list(group.iterdir())) for group in groups)
+    embeddings = {name: [np.load(f)["embedding"] for f in sorted((out / name).rglob("*.npz"))]
+                  for name in embedders}
+    return {name: files / s for name, s in seconds.items()}, embeddings
+
+
+def bench_model(label: str, model: MAEAST, args, forward_clips, groups: list[Path], tmp: Path) -> dict:
+    embedders = {dtype: Embedder(model, device="cpu", dtype=dtype, batch_size=8) for dtype in DTYPES}
+    times, feats = forward_times(embedders, forward_clips, args.repeats)
+    record: dict[str, dict] = {}
+    for dtype in DTYPES:
+        best = min(times[dtype])
+        record[dtype] = {
+            "forward_s": round(best, 3),
+            "forward_median_s": round(statistics.median(times[dtype]), 3),
+            "forward_speedup": round(min(times["float32"]) / best, 2),
+            "cosine_forward": cosines(feats["float32"], feats[dtype]),
+        }
+    rates, extracted = extract_runs(embedders, groups, tmp / label)
+    for dtype in DTYPES:
+        record[dtype]["extract_files_per_s"] = round(rates[dtype], 2)
+        record[dtype]["extract_speedup"] = round(rates[dtype] / rates["float32"], 2)
+        record[dtype]["cosine_extract"] = cosines(extracted["float32"], extracted[dtype])
+    os.environ["MAEAST_CACHE"] = str(tmp / f"cache-{label}")  # auto measures afresh
+    precision._GAINS.clear()
+    start = time.perf_counter()
+    auto = Embedder(model, device="cpu", dtype="auto").dtype
+    record["auto"] = {"picks": auto, "auto_setup_s": round(time.perf_counter() - start, 3), **record[auto]}
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DATA, help="one-second 16 kHz FLAC recordings")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--files", type=int, default=100)
+    parser.add_argument("--file-seconds", type=int, default=5)
+    parser.add_argument("--groups", type=int, default=4, help="extract runs per dtype, interleaved")
+    parser.add_argument("--models", default="maeast-small,base")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    forward_clips = [torch.from_numpy(w) for w in real_speech(args.data, 8, 10, 0)]
+    report = precision.cpu_report()
+    record = {
+        "benchmark": "dtypes",
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "cpu": {
+            "model": report.model_name,
+            "aten_capability": report.capability,
+            "ONEDNN_MAX_CPU_ISA": report.onednn_max_isa,
+            "FBGEMM_ENABLE_INSTRUCTIONS": report.fbgemm_isa,
+            "amx_bf16": report.amx_bf16,
+            "bf16_units": report.bf16_units,
+            "int8_exact": report.int8_exact,
+        },
+        "forward_batch": "8 x 10 s real speech, one batch (fbank + encoder + float32 features)",
+        "extract_files": f"{args.files} x {args.file_seconds} s real speech FLAC in {args.groups} "
+        "interleaved runs per dtype, 2 decode threads, batch 8",
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        groups = [Path(tmp) / "files" / f"group{g}" for g in range(args.groups)]
+        for i, wave in enumerate(real_speech(args.data, args.files, args.file_seconds, 80)):
+            path = groups[i % args.groups] / f"speech{i:03d}.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(path), wave, 16000, subtype="PCM_16")
+        for name in args.models.split(","):
+            model = base_model() if name == "base" else load_model(name)
+            label = "base-12x768-random" if name == "base" else name
+            record["models"][label] = bench_model(name, model, args, forward_clips, groups, Path(tmp))
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
