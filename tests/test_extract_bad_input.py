@@ -66,7 +66,8 @@ def test_directory_without_audio_fails_cleanly(tmp_path, tiny_patch_ckpt):
     )
     assert result.exit_code == 1 and "1 file(s) failed" in result.stderr
     _, files = read_manifest(tmp_path / "out" / "manifest.jsonl")
-    assert files[str(tmp_path / "in")]["error"] == "no audio files found in directory (ignored 1 file: .txt 1)"
+    error = files[str(tmp_path / "in")]["error"]
+    assert error == "no audio files found in directory (ignored 1 file: .txt 1)"
 
 
 def test_unreadable_file_is_recorded(tmp_path, tiny_patch_ckpt):
