@@ -3,7 +3,8 @@
 For `maeast-small` (the packaged default) and a base-size model (12 x 768 patch, random weights):
   * forward: the engine's per-batch work (fbank, tokens, encoder, float32 features) on one batch of
     8 x 10 s clips of real speech (10 one-second recordings each), best and median of 5 interleaved
-    repeats; speed-up against float32 (of the best times);
+    repeats; speed-up against float32 (of the best times); `encoder_s`: the encoder alone on that
+    batch's tokens (no fbank, no output copies);
   * extract: `run_extract` (decode threads, batching across files, .npz writes, manifest) on 100
     files of 5 s of real speech (FLAC) in 4 groups, the dtypes taking turns group by group;
     files/s and speed-up against float32;
@@ -39,7 +40,9 @@ from maeast_embed.checkpoint import load_model
 from maeast_embed.config import preset
 from maeast_embed.extract import ExtractOptions, run_extract
 from maeast_embed.features import Embedder
+from maeast_embed.frontend import kaldi_fbank
 from maeast_embed.model import MAEAST
+from maeast_embed.precision import compute_dtype
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "arabic-speech-commands-train" / "audio"
 DTYPES = ("float32", "bfloat16", "int8")
@@ -69,15 +72,23 @@ def cosines(a: list[np.ndarray], b: list[np.ndarray]) -> dict[str, float]:
 
 
 def forward_times(embedders: dict[str, Embedder], clips: list[torch.Tensor], repeats: int):
-    """Interleaved timings of `encode_windows` on one batch; last-layer features per dtype."""
+    """Interleaved timings of `encode_windows` on one batch (the engine's whole per-batch work)
+    and of the encoder alone on that batch's tokens; last-layer features per dtype."""
+    fbank, frames = kaldi_fbank(torch.stack(clips))
     times: dict[str, list[float]] = {name: [] for name in embedders}
+    encoder: dict[str, list[float]] = {name: [] for name in embedders}
     features = {name: emb.encode_windows(clips) for name, emb in embedders.items()}  # warm-up
-    for _ in range(repeats):
-        for name, emb in embedders.items():
-            start = time.perf_counter()
-            emb.encode_windows(clips)
-            times[name].append(time.perf_counter() - start)
-    return times, {name: [f[0].numpy() for f in out] for name, out in features.items()}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for name, emb in embedders.items():
+                start = time.perf_counter()
+                emb.encode_windows(clips)
+                times[name].append(time.perf_counter() - start)
+                tokens, mask = emb.model.tokenize(fbank, frames)
+                start = time.perf_counter()
+                emb.model(tokens.to(compute_dtype(emb.dtype)), mask)
+                encoder[name].append(time.perf_counter() - start)
+    return times, encoder, {name: [f[0].numpy() for f in out] for name, out in features.items()}
 
 
 def extract_runs(embedders: dict[str, Embedder], groups: list[Path], out: Path):
@@ -100,7 +111,7 @@ def extract_runs(embedders: dict[str, Embedder], groups: list[Path], out: Path):
 
 def bench_model(label: str, model: MAEAST, args, forward_clips, groups: list[Path], tmp: Path) -> dict:
     embedders = {dtype: Embedder(model, device="cpu", dtype=dtype, batch_size=8) for dtype in DTYPES}
-    times, feats = forward_times(embedders, forward_clips, args.repeats)
+    times, encoder, feats = forward_times(embedders, forward_clips, args.repeats)
     record: dict[str, dict] = {}
     for dtype in DTYPES:
         best = min(times[dtype])
@@ -108,6 +119,8 @@ def bench_model(label: str, model: MAEAST, args, forward_clips, groups: list[Pat
             "forward_s": round(best, 3),
             "forward_median_s": round(statistics.median(times[dtype]), 3),
             "forward_speedup": round(min(times["float32"]) / best, 2),
+            "encoder_s": round(min(encoder[dtype]), 3),
+            "encoder_speedup": round(min(encoder["float32"]) / min(encoder[dtype]), 2),
             "cosine_forward": cosines(feats["float32"], feats[dtype]),
         }
     rates, extracted = extract_runs(embedders, groups, tmp / label)

@@ -297,7 +297,7 @@ def measure_gains(kinds: tuple[str, ...] = ("bfloat16", "int8"), repeats: int = 
     return {kind: round(best["float32"] / best[kind], 3) for kind in kinds}
 
 
-_GAINS: dict[tuple[str, str], dict[str, float]] = {}  # (cache file, CpuReport.key()) -> gains
+_GAINS: dict[tuple[str, str], dict[str, float]] = {}  # (cache file, CpuReport.key()) -> values
 
 
 def _read_gains(path: Path) -> dict:
@@ -308,22 +308,27 @@ def _read_gains(path: Path) -> dict:
     return stored if isinstance(stored, dict) else {}
 
 
-def measured_gain(kind: str, report: CpuReport | None = None) -> float:
-    """`measure_gains` of `kind` on this machine: measured once, then read from
-    `$MAEAST_CACHE/precision.json` (keyed by CPU, oneDNN/FBGEMM caps, torch and threads)."""
+def _cached(name: str, compute: Callable[[], float], report: CpuReport | None = None) -> float:
+    """`compute()` once per machine: kept in `$MAEAST_CACHE/precision.json` under the conditions
+    it was measured in (CPU, oneDNN/FBGEMM caps, torch, threads) and `name`."""
     path = cache_dir() / "precision.json"
     key = (report or cpu_report()).key()
-    gains = _GAINS.setdefault((str(path), key), dict(_read_gains(path).get(key, {})))
-    if kind not in gains:
-        gains[kind] = measure_gains((kind,))[kind]
+    values = _GAINS.setdefault((str(path), key), dict(_read_gains(path).get(key, {})))
+    if name not in values:
+        values[name] = compute()
         stored = _read_gains(path)
-        stored[key] = {**stored.get(key, {}), **gains}
+        stored[key] = {**stored.get(key, {}), **values}
         try:
             with atomic_open(path, "w") as handle:
                 json.dump(stored, handle, indent=1)
         except OSError:
-            pass  # a read-only cache folder: this process keeps its measurement in _GAINS
-    return gains[kind]
+            pass  # a read-only cache folder: this process keeps its value in _GAINS
+    return values[name]
+
+
+def measured_gain(kind: str, report: CpuReport | None = None) -> float:
+    """`measure_gains` of `kind` on this machine, measured once (see `_cached`)."""
+    return _cached(kind, lambda: measure_gains((kind,))[kind], report)
 
 
 def probe_signal(seconds: float = 3.0, rate: int = 16000) -> Tensor:
@@ -339,11 +344,8 @@ def probe_signal(seconds: float = 3.0, rate: int = 16000) -> Tensor:
     return torch.from_numpy((wave / np.abs(wave).max() * 0.5).astype(np.float32))
 
 
-def int8_agrees(model: MAEAST) -> bool:
-    """Whether `model`'s last-layer int8 features stay within INT8_MIN_COSINE (worst token) of
-    float32 on `probe_signal`."""
-    if next(model.parameters()).device.type != "cpu":
-        return False
+def int8_cosine(model: MAEAST) -> float:
+    """Worst token cosine of `model`'s last-layer int8 features to float32 on `probe_signal`."""
     wave, training = probe_signal().unsqueeze(0), model.training
     model.eval()
     try:
@@ -353,4 +355,14 @@ def int8_agrees(model: MAEAST) -> bool:
             got = inference_model(model, "int8", "cpu")(tokens, mask)[-1]
     finally:
         model.train(training)
-    return float(torch.nn.functional.cosine_similarity(want, got, dim=-1).min()) >= INT8_MIN_COSINE
+    return round(float(torch.nn.functional.cosine_similarity(want, got, dim=-1).min()), 6)
+
+
+def int8_agrees(model: MAEAST) -> bool:
+    """Whether `int8_cosine(model)` reaches INT8_MIN_COSINE; kept per machine for a checkpoint
+    (by its sha256), computed afresh for other models."""
+    if next(model.parameters()).device.type != "cpu":
+        return False
+    sha = getattr(getattr(model, "checkpoint", None), "sha256", None)
+    cosine = _cached(f"int8_cosine:{sha}", lambda: int8_cosine(model)) if sha else int8_cosine(model)
+    return cosine >= INT8_MIN_COSINE
