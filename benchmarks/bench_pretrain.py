@@ -148,7 +148,16 @@ def _child(target, *args):
     return result
 
 
-def main() -> None:
+def measure(contenders: list[str], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Speed of every contender (steps interleaved in one process) and the peak memory of each
+    (alone in a fresh process), keyed by contender."""
+    results = _child(_timing, contenders, args)
+    for kind in contenders:
+        results[kind].update(_child(_memory, kind, args))
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -168,13 +177,15 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="skip s3prl's MAE_AST")
     parser.add_argument("--plain-adamw", action="store_true",
                         help="for-loop AdamW for every contender, not the fused one for ours")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.precision is None:
         args.precision = "bf16" if args.device.startswith("cuda") else "fp32"
     contenders = ["mae", "ssast"] + ([] if args.no_reference else ["reference"])
-    results = _child(_timing, contenders, args)
-    for kind in contenders:
-        results[kind].update(_child(_memory, kind, args))
+    results = measure(contenders, args)
     memory_key = "peak_above_model_mib"
     report = {
         "config": vars(args),
