@@ -16,11 +16,14 @@ from helpers import make_model, noise, tone, write_audio
 from maeast_embed import precision
 from maeast_embed.checkpoint import load_model
 from maeast_embed.cli import main
+from maeast_embed.config import preset
 from maeast_embed.errors import ConfigError
 from maeast_embed.features import Embedder
-from maeast_embed.model import MAEAST
+from maeast_embed.model import MAEAST, TransformerLayer
 from maeast_embed.precision import (
+    CastLinear,
     CpuReport,
+    HeldLayer,
     Int8Linear,
     PackedLinear,
     PrecisionWarning,
@@ -184,32 +187,70 @@ def test_inference_copies_hold_their_dtype_and_leave_the_model_alone():
     assert not bf16.has_decoder and not hasattr(bf16, "decoder")
     assert bf16.batch_norm.running_var.dtype == torch.float32  # the fbank normalisation
     assert all(p.dtype == torch.bfloat16 for p in bf16.encoder.parameters())
+    assert all(isinstance(layer, HeldLayer) for layer in bf16.encoder.layers)
     linears = [m for m in bf16.modules() if isinstance(m, PackedLinear | torch.nn.Linear)]
-    assert len(linears) == 1 + 2 * 6  # post_extract_proj, then q/k/v/out/fc1/fc2 per layer
+    assert len(linears) == 1 + 4 * len(model.encoder.layers)  # post_extract_proj; qkv/out/fc1/fc2 per layer
     if precision.can_pack():
         assert all(isinstance(m, PackedLinear) for m in linears)
     int8 = inference_model(model, "int8", CPU)
-    assert sum(isinstance(m, Int8Linear) for m in int8.modules()) == 13
+    assert sum(isinstance(m, Int8Linear) for m in int8.modules()) == len(linears)
+    assert {layer.mlp_rows for layer in int8.encoder.layers} == {precision.mlp_rows("int8")}
     assert not any(isinstance(m, torch.nn.Linear) for m in int8.modules())
     assert inference_model(model, "float32", CPU) is model
     assert model.has_decoder and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_packed_and_int8_linears_match_plain_linears():
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_packed_and_int8_linears_match_plain_linears(activation, with_residual):
+    if activation == "gelu" and with_residual:
+        pytest.skip("no layer adds a residual after an activation")
     torch.manual_seed(0)
     linear = torch.nn.Linear(96, 160)
     half = copy.deepcopy(linear).to(torch.bfloat16)
     for shape in [(7, 96), (3, 11, 96)]:
         x = torch.randn(shape)
+        residual = torch.randn(*shape[:-1], 160) if with_residual else None
         want = linear(x)
+        want = F.gelu(want) if activation == "gelu" else want
+        want = want + residual if with_residual else want
+        cast = CastLinear(copy.deepcopy(linear), activation)(x, residual)
+        torch.testing.assert_close(cast, want, rtol=0, atol=0)
         if precision.can_pack():
-            packed = PackedLinear(half)(x.bfloat16())
+            bf16_residual = None if residual is None else residual.bfloat16()
+            packed = PackedLinear(half, activation)(x.bfloat16(), bf16_residual)
+            plain = CastLinear(copy.deepcopy(half), activation)(x.bfloat16(), bf16_residual)
             assert packed.dtype == torch.bfloat16 and packed.shape == want.shape
-            torch.testing.assert_close(packed, half(x.bfloat16()), rtol=8e-3, atol=8e-3)  # one bf16 step
+            torch.testing.assert_close(packed.float(), plain.float(), rtol=2e-2, atol=2e-2)  # a bf16 step
+            assert F.cosine_similarity(packed.float().flatten(), want.flatten(), dim=0) > 0.9999
         for reduce_range in (False, True):
-            got = Int8Linear(linear, reduce_range)(x)
-            assert got.dtype == torch.float32
+            got = Int8Linear(linear, activation, reduce_range=reduce_range)(x, residual)
+            assert got.dtype == torch.float32 and got.shape == want.shape
             assert F.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.999
+
+
+def test_held_layer_is_the_transformer_layer():
+    """The fused inference layer computes what TransformerLayer computes (padding included)."""
+    torch.manual_seed(0)
+    cfg = replace(preset("patch"), embed_dim=192, ffn_dim=768, num_heads=3)
+    layer = TransformerLayer(cfg).eval().requires_grad_(False)
+    x = torch.randn(3, 40, 192) * 2
+    mask = torch.ones(3, 1, 1, 40, dtype=torch.bool)
+    mask[1, ..., 25:] = False
+    want = layer(x, mask)
+    held = HeldLayer(copy.deepcopy(layer), CastLinear)(x, mask)
+    torch.testing.assert_close(held, want, rtol=1e-5, atol=1e-5)
+    if precision.can_pack():
+        packed = HeldLayer(copy.deepcopy(layer).bfloat16(), PackedLinear)(x.bfloat16(), mask).float()
+        assert F.cosine_similarity(packed, want, dim=-1).min() > 0.999
+    chunked = HeldLayer(copy.deepcopy(layer), CastLinear, mlp_rows=7)(x, mask)  # 120 rows: a partial chunk
+    torch.testing.assert_close(chunked, want, rtol=1e-5, atol=1e-5)
+    form = precision.linear_form("int8", CPU)
+    for rows in (None, precision.mlp_rows("int8")):
+        int8 = HeldLayer(copy.deepcopy(layer), form, mlp_rows=rows)(x, mask)
+        assert F.cosine_similarity(int8, want, dim=-1).min() > 0.99
+    with pytest.raises(ValueError, match="activation"):
+        CastLinear(torch.nn.Linear(4, 4), "relu")
 
 
 def test_bf16_kernels_accumulate_in_float32():
