@@ -24,7 +24,7 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -199,10 +199,8 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        y = torch.ops.quantized.linear_dynamic(x, self.packed, self.reduce_range)
-        if self.activation == "gelu":
-            y = F.gelu(y)
-        return y if residual is None else y.add_(residual)
+        return _epilogue(torch.ops.quantized.linear_dynamic(x, self.packed, self.reduce_range),
+                         self.activation, residual)
 
 
 class PackedLinear(nn.Module):
@@ -234,10 +232,13 @@ class CastLinear(nn.Linear):
         self.activation = _activation(activation)
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        y = super().forward(x)
-        if self.activation == "gelu":
-            y = F.gelu(y)
-        return y if residual is None else y + residual
+        return _epilogue(super().forward(x), self.activation, residual)
+
+
+def _epilogue(y: Tensor, activation: str, residual: Tensor | None) -> Tensor:
+    """What PackedLinear fuses into its matmul, for a fresh matmul output `y`."""
+    y = F.gelu(y) if activation == "gelu" else y
+    return y if residual is None else y.add_(residual)
 
 
 def _activation(name: str) -> str:
@@ -305,13 +306,17 @@ class HeldLayer(nn.Module):
         return self.final_layer_norm(self.fc2(self.fc1(x), x))
 
 
-def hold_encoder(model: MAEAST, dtype: str, device: torch.device) -> MAEAST:
-    """`model` (encoder-only, eval, already cast to `dtype` and on `device`) with its patch
-    projection and encoder layers in their inference form (see `linear_form`, `HeldLayer`)."""
+def hold_layers(layers: Iterable[TransformerLayer], dtype: str, device: torch.device) -> nn.ModuleList:
+    """TransformerLayers (already cast to `dtype`, on `device`) as the HeldLayers `dtype` runs."""
     form, rows = linear_form(dtype, device), mlp_rows(dtype)
-    model.post_extract_proj = form(model.post_extract_proj, "none")
-    layers = model.encoder.layers
-    model.encoder.layers = nn.ModuleList(HeldLayer(layer, form, mlp_rows=rows) for layer in layers)
+    return nn.ModuleList(HeldLayer(layer, form, mlp_rows=rows) for layer in layers)
+
+
+def hold_encoder(model: MAEAST, dtype: str, device: torch.device) -> MAEAST:
+    """`model` (encoder-only, already cast to `dtype` and on `device`) with its patch projection
+    and encoder layers in their inference form (see `linear_form`, `HeldLayer`)."""
+    model.post_extract_proj = linear_form(dtype, device)(model.post_extract_proj, "none")
+    model.encoder.layers = hold_layers(model.encoder.layers, dtype, device)
     return model
 
 
@@ -332,7 +337,7 @@ def inference_model(model: MAEAST, dtype: str, device: torch.device | str = "cpu
         for name in held.state_dict()
     }
     held.load_state_dict(state, assign=True)
-    held = hold_encoder(held.requires_grad_(False).to(device).eval(), dtype, device)
+    held = hold_encoder(held.requires_grad_(False).to(device), dtype, device)
     if hasattr(model, "checkpoint"):
         held.checkpoint = model.checkpoint
     return held.eval()
@@ -354,8 +359,7 @@ def _timed_layer(dtype: str) -> tuple[nn.Module, Tensor]:
     if dtype == "float32":
         return layer, x
     target = TORCH_DTYPES.get(dtype, torch.float32)
-    form = linear_form(dtype, torch.device("cpu"))
-    return HeldLayer(layer.to(target), form, mlp_rows=mlp_rows(dtype)), x.to(target)
+    return hold_layers([layer.to(target)], dtype, torch.device("cpu"))[0].eval(), x.to(target)
 
 
 def measure_gains(kinds: tuple[str, ...] = ("bfloat16", "int8"), repeats: int = 3) -> dict[str, float]:
