@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 from helpers import chirp, noise, tone, write_audio
 from media import encode
 
@@ -22,6 +21,8 @@ from maeast_embed.audio import (
     probe,
     read_path_list,
     read_window,
+    resample,
+    resampled_length,
     scan_folder,
     supported_formats_text,
 )
@@ -73,12 +74,40 @@ def test_channels_are_averaged_and_rates_resampled(tmp_path):
     path = write_audio(tmp_path / "stereo.wav", np.stack([left, right], 1), sr=44100, subtype="FLOAT")
     wave = load_audio(path)
     mono = torch.from_numpy((left + right) / 2)
-    expected = AF.resample(mono, 44100, SR)
+    expected = resample(mono, 44100)  # equal to torchaudio's: see below
     assert wave.shape == expected.shape == (int(np.ceil(left.size * SR / 44100)),)
     assert torch.allclose(wave, expected, atol=1e-6)
     assert probe(path).samples_16k == wave.numel() and probe(path).channels == 2
     six = write_audio(tmp_path / "six.wav", np.tile(tone(0.2)[:, None], (1, 6)), subtype="FLOAT")
     assert torch.allclose(load_audio(six), torch.from_numpy(tone(0.2)), atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [44100, 48000, 22050, 8000, 32000, 11025, 24000, 96000, 37800, 12345])
+def test_resampling_equals_torchaudio(rate):
+    AF = pytest.importorskip("torchaudio.functional", reason="torchaudio is the reference here")
+    gen = torch.Generator().manual_seed(rate)
+    shapes = [(2 * rate + 13,), (3, rate + 7), (2, 2, 501), (1,)]  # mono, batched, tiny
+    for wave in (0.5 * torch.randn(*shape, generator=gen) for shape in shapes):
+        ours, ref = resample(wave, rate), AF.resample(wave, rate, SR)
+        assert ours.shape == ref.shape == (*wave.shape[:-1], resampled_length(wave.shape[-1], rate))
+        assert float((ours - ref).abs().max()) <= 1e-6, (rate, tuple(wave.shape))
+
+
+@pytest.mark.parametrize("rate", [44100, 48000, 22050, 8000, 44099])
+def test_resampling_keeps_the_passband_and_removes_aliases(rate):
+    """A 1 kHz sine comes out as the same sine; at rates above 16 kHz a 10.5 kHz one (above the new
+    Nyquist) is filtered out (-40 dB) instead of folding to 5.5 kHz. Batch rows are resampled alone."""
+    t = torch.arange(rate, dtype=torch.float64) / rate
+    waves = torch.stack([torch.sin(2 * torch.pi * 1000 * t), torch.sin(2 * torch.pi * 10500 * t)]).float()
+    out = resample(waves, rate)
+    assert out.shape == (2, SR) and out.dtype == torch.float32
+    inner = slice(SR // 10, -SR // 10)  # away from the zero-padded edges
+    expected = torch.sin(2 * torch.pi * 1000 * torch.arange(SR, dtype=torch.float64) / SR).float()
+    assert float((out[0, inner] - expected[inner]).abs().max()) < 2e-3
+    if rate > SR:
+        assert float(out[1, inner].abs().max()) < 1e-2
+    assert torch.allclose(resample(waves[1], rate), out[1], atol=1e-6)
+    assert resample(waves[:, :0], rate).shape == (2, 0)
 
 
 @pytest.mark.parametrize("rate, channels", [(16000, 1), (44100, 2), (22050, 1), (8000, 3), (48000, 2)])
@@ -199,7 +228,7 @@ def test_ffmpeg_containers_decode(tmp_path, name, codec, rate, channels, contain
     assert (info.sample_rate, info.channels, info.backend, info.exact) == (rate, channels, "ffmpeg", False)
     assert abs(info.duration - 1.0) < 0.1
     wave = load_audio(path)
-    expected = AF.resample(torch.from_numpy(data.mean(axis=1)), rate, SR).numpy()
+    expected = resample(torch.from_numpy(data.mean(axis=1)), rate).numpy()
     assert wave.dtype == torch.float32 and abs(wave.numel() - SR) < 0.1 * SR  # codec padding only
     if codec == "alac":  # lossless: the very samples (to 16-bit rounding)
         assert float((wave[: expected.size] - torch.from_numpy(expected)).abs().max()) < 1e-3
@@ -302,7 +331,7 @@ def test_surround_opus_is_averaged_to_mono(tmp_path):
     t = np.arange(48000) / 48000
     freqs = (300, 500, 700, 900, 60, 1100)
     six = np.stack([0.1 * np.sin(2 * np.pi * f * t) for f in freqs], 1).astype(np.float32)
-    expected = AF.resample(torch.from_numpy(six.mean(axis=1)), 48000, SR)
+    expected = resample(torch.from_numpy(six.mean(axis=1)), 48000)
     for name in ("surround.opus", "surround.mkv"):  # libsndfile reads the first, FFmpeg the second
         path = encode(tmp_path / name, six, 48000, "libopus", bit_rate=256000)
         info = probe(path)
