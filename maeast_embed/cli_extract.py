@@ -70,6 +70,10 @@ Exits with status 1 if any file failed (after processing all the others).
               show_default=True,
               help="Long files are encoded in windows of this length and stitched (deterministic).")
 @click.option("--overwrite", is_flag=True, help="Redo files whose output exists (default: skip them).")
+@click.option("--file-timeout", default="auto", show_default=True, metavar="auto|SECONDS",
+              help="Time limit of each decoding step (a file, or a block of a file over 10 minutes); a file "
+              "past it is a failure and the run goes on (its decoder thread is abandoned). auto: 60 s + "
+              "10 x the audio's duration; 0: no limit.")
 @click.option("--shard", default="auto", show_default=True,
               help="I/N: process only shard I (0-based) of N; each shard writes manifest.shard-I-of-N.jsonl. "
               "auto: from torchrun (RANK/WORLD_SIZE) or SLURM (SLURM_PROCID/SLURM_NTASKS, job arrays) "
@@ -78,10 +82,10 @@ Exits with status 1 if any file failed (after processing all the others).
               help="No progress bar, no summary (failures still go to stderr).")
 @trust_option
 def extract(inputs, output_dir, model, granularity, layer, pool, freq_pool, batch_size, device, dtype,
-            num_workers, chunk_seconds, overwrite, shard, quiet, trust_checkpoint) -> None:
+            num_workers, chunk_seconds, overwrite, file_timeout, shard, quiet, trust_checkpoint) -> None:
     import torch
 
-    from .extract import ExtractOptions, parse_shard, run_extract
+    from .extract import ExtractOptions, parse_shard, parse_timeout, run_extract
     from .extract.launch import process_device
     from .features import Embedder, parse_layer
 
@@ -90,6 +94,7 @@ def extract(inputs, output_dir, model, granularity, layer, pool, freq_pool, batc
         options = ExtractOptions(
             granularity=granularity, layer=parse_layer(layer), pool=pool, freq_pool=freq_pool,
             num_workers=num_workers, overwrite=overwrite, shard=parse_shard(shard),
+            file_timeout=parse_timeout(file_timeout),
         )
         embedder = Embedder(model, device=device, dtype=dtype, batch_size=batch_size,
                             chunk_seconds=chunk_seconds, trust_checkpoint=trust_checkpoint)

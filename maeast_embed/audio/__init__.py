@@ -17,12 +17,13 @@ from ..frontend import SAMPLE_RATE
 from .decoders import Decoder, EncodedAudio, FileRange, Source, open_decoder, source_name
 from .files import FolderScan, common_root, find_audio, read_path_list, scan_folder
 from .formats import LIST_EXTENSIONS, audio_extensions, is_audio_name, supported_formats_text
-from .read import AudioInfo, iter_audio_blocks, load_audio, probe, read_window
+from .read import AudioInfo, DecodeTimeout, LongerThan, iter_audio_blocks, load_audio, probe, read_window
 from .resample import StreamResampler, resample, resampled_length
 
 __all__ = [
-    "SAMPLE_RATE", "AudioError", "AudioInfo", "Decoder", "EncodedAudio", "FileRange", "FolderScan",
-    "LIST_EXTENSIONS", "Source", "StreamResampler", "audio_extensions", "common_root", "find_audio",
-    "is_audio_name", "iter_audio_blocks", "load_audio", "open_decoder", "probe", "read_path_list",
-    "read_window", "resample", "resampled_length", "scan_folder", "source_name", "supported_formats_text",
+    "SAMPLE_RATE", "AudioError", "AudioInfo", "DecodeTimeout", "Decoder", "EncodedAudio", "FileRange",
+    "FolderScan", "LIST_EXTENSIONS", "LongerThan", "Source", "StreamResampler", "audio_extensions",
+    "common_root", "find_audio", "is_audio_name", "iter_audio_blocks", "load_audio", "open_decoder", "probe",
+    "read_path_list", "read_window", "resample", "resampled_length", "scan_folder", "source_name",
+    "supported_formats_text",
 ]

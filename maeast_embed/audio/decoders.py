@@ -8,12 +8,18 @@ sample-accurate timestamps, by decoding from the start).
 
 Sources are paths, `EncodedAudio` (bytes in memory) or `FileRange` (a byte range of a larger
 file, e.g. a tar member, read in place).
+
+Headers are not trusted: a path must be a regular file (not a FIFO or device), and a stream
+whose header declares a sample rate, channel count or length outside `MAX_SAMPLE_RATE`,
+`MAX_CHANNELS`, `MAX_SECONDS` is refused when it is opened, before any sample is allocated.
+Reading all of a stream goes block by block (`block_frames`), never by the header's length.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +31,29 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import AudioError
+
+MAX_SAMPLE_RATE = 1_536_000  # 8 x 192 kHz
+MAX_CHANNELS = 1024  # libsndfile's own limit
+MAX_SECONDS = 7 * 24 * 3600  # a declared length beyond a week is a damaged or crafted header
+MAX_BLOCK_VALUES = 1 << 22  # samples x channels decoded at once when reading a whole stream (16 MB)
+
+
+def block_frames(channels: int) -> int:
+    """Frames per block when reading a whole stream: a bounded number of values whatever the
+    channel count."""
+    return max(1024, MAX_BLOCK_VALUES // max(1, channels))
+
+
+def check_format(name: str, sample_rate: int, channels: int, frames: int | None) -> None:
+    """Refuse a header that declares an impossible or absurd format (AudioError)."""
+    if not 0 < sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"the header declares a sample rate of {sample_rate} Hz (readable: 1 to "
+                         f"{MAX_SAMPLE_RATE} Hz): {name}")
+    if not 0 < channels <= MAX_CHANNELS:
+        raise AudioError(f"the header declares {channels} channels (readable: 1 to {MAX_CHANNELS}): {name}")
+    if frames is not None and not 0 <= frames <= MAX_SECONDS * sample_rate:
+        raise AudioError(f"the header declares {frames} samples ({frames / sample_rate / 86400:.1f} days "
+                         f"at {sample_rate} Hz; readable: up to {MAX_SECONDS // 86400} days): {name}")
 
 
 @dataclass(frozen=True)
@@ -88,10 +117,16 @@ class _RangeFile(io.RawIOBase):
 
 
 def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise AudioError(f"file not found: {path}")
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as err:
+        raise AudioError(f"file not found: {path}") from err
+    except (OSError, ValueError) as err:  # a link loop, a NUL in the name, ...
+        raise AudioError(f"cannot open {path!r}: {getattr(err, 'strerror', None) or err}") from err
+    if stat.S_ISDIR(mode):
         raise AudioError(f"is a directory, not an audio file: {path}")
+    if not stat.S_ISREG(mode):
+        raise AudioError(f"not a regular file (a FIFO, device or socket), not read: {path}")
     if not os.access(path, os.R_OK):
         raise AudioError(f"permission denied: {path}")
     if path.stat().st_size == 0:
@@ -161,10 +196,16 @@ class SndfileDecoder(Decoder):
         self._handle, self._stream, self.name = handle, stream, name
         self.sample_rate, self.channels = int(handle.samplerate), int(handle.channels)
         self.frames = int(handle.frames)
+        check_format(name, self.sample_rate, self.channels, self.frames)
         self.frames_exact = handle.format != "MP3"  # mp3 lengths may be estimated from the bitrate
         self.position = 0
 
     def read(self, frames: int) -> np.ndarray:
+        if frames < 0:  # all that is left, block by block: the header's length is not trusted
+            blocks = [self.read(block_frames(self.channels))]
+            while blocks[-1].shape[0]:
+                blocks.append(self.read(block_frames(self.channels)))
+            return np.concatenate(blocks)
         try:
             data = self._handle.read(frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as err:
@@ -230,6 +271,7 @@ class PyAVDecoder(Decoder):
         if self.sample_rate <= 0 or self.channels <= 0:
             raise AudioError(f"audio stream without a sample rate or channel count: {name}")
         self.frames, self.frames_exact = self._metadata_frames(), False
+        check_format(name, self.sample_rate, self.channels, self.frames)
         self._time_base = audio.time_base or Fraction(1, self.sample_rate)
         fmt = self._container.format.name
         stored = any(part in _STORED_TIMESTAMPS for part in fmt.split(","))
@@ -398,7 +440,12 @@ def open_decoder(source: Source) -> Decoder:
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
         sndfile_reason = _sf_reason(err)
     else:
-        return SndfileDecoder(handle, name, stream)
+        try:
+            return SndfileDecoder(handle, name, stream)
+        except BaseException:
+            handle.close()
+            _close(stream)
+            raise
     try:
         return PyAVDecoder(target, name, stream)
     except _Unreadable as err:

@@ -21,12 +21,14 @@ class FolderScan:
     """Audio files under a folder (sorted) and what was not treated as audio.
 
     `ignored` counts files per lower-case extension (".txt"), with "hidden" for dot-files and
-    "no extension"; `hidden_dirs` counts dot-folders that were not entered.
+    "no extension"; `hidden_dirs` counts dot-folders and `linked_dirs` symbolic links to
+    folders, neither of them entered (a link could lead anywhere, or in a circle).
     """
 
     files: list[Path]
     ignored: dict[str, int] = field(default_factory=dict)
     hidden_dirs: int = 0
+    linked_dirs: int = 0
 
     @property
     def ignored_count(self) -> int:
@@ -42,6 +44,9 @@ class FolderScan:
         if self.hidden_dirs:
             noun = "folder" if self.hidden_dirs == 1 else "folders"
             parts.append(f"skipped {self.hidden_dirs} hidden {noun}")
+        if self.linked_dirs:
+            noun = "link" if self.linked_dirs == 1 else "links"
+            parts.append(f"skipped {self.linked_dirs} symbolic {noun} to folders")
         return "; ".join(parts)
 
 
@@ -53,20 +58,24 @@ def _ignored_key(name: str) -> str:
 
 def scan_folder(folder: str | os.PathLike) -> FolderScan:
     """Audio files under a folder, recursively, sorted, with counts of everything else.
-    Hidden files and folders (names starting with '.') are never treated as audio."""
+    Hidden files and folders (names starting with '.') are never treated as audio; links to
+    folders are not followed (counted in `linked_dirs`)."""
     folder = Path(folder)
     found: list[Path] = []
     ignored: Counter[str] = Counter()
-    hidden_dirs = 0
+    hidden_dirs = linked_dirs = 0
     for root, dirs, files in os.walk(folder):
         hidden_dirs += sum(d.startswith(".") for d in dirs)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        visible = [d for d in dirs if not d.startswith(".")]
+        links = {d for d in visible if os.path.islink(os.path.join(root, d))}
+        linked_dirs += len(links)
+        dirs[:] = sorted(d for d in visible if d not in links)
         for name in files:
             if is_audio_name(name):
                 found.append(Path(root) / name)
             else:
                 ignored[_ignored_key(name)] += 1
-    return FolderScan(sorted(found), dict(ignored), hidden_dirs)
+    return FolderScan(sorted(found), dict(ignored), hidden_dirs, linked_dirs)
 
 
 def find_audio(folder: str | os.PathLike) -> list[Path]:
@@ -110,6 +119,6 @@ def read_path_list(list_file: str | os.PathLike) -> tuple[Path, list[str]]:
 
 
 def common_root(paths: Iterable[Path]) -> Path:
-    """Deepest folder that contains every path."""
-    parents = [str(p.parent) for p in paths]
+    """Deepest folder that contains every path (relative ones are taken from the current folder)."""
+    parents = [os.path.abspath(p.parent) for p in paths]
     return Path(os.path.commonpath(parents)) if parents else Path(".")

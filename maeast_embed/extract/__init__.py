@@ -1,6 +1,7 @@
 """Embedding extraction over many files: output layout, atomic .npz, manifest, resume, shards.
 
-Every input file becomes `OUTPUT_DIR/<path relative to its input>.npz` holding `embedding`
+Every input file becomes `OUTPUT_DIR/<path relative to its input>.npz` (named through
+`maeast_embed.outpaths`, which keeps every output under OUTPUT_DIR) holding `embedding`
 (float32) and `timestamps` (float64 seconds). `OUTPUT_DIR/manifest.jsonl` is an append-only
 log: each run adds a header record (model, options) and then one record per file; the latest
 record of a file is its state. Outputs are written to a temporary name and renamed, so a killed
@@ -16,7 +17,7 @@ from .engine import embed_files, iter_results
 from .jobs import Job, collect_jobs, shard_of
 from .manifest import MANIFEST, manifest_name, read_manifest
 from .npz import write_npz_atomic
-from .options import ExtractOptions, parse_shard
+from .options import ExtractOptions, parse_shard, parse_timeout
 from .run import Summary, run_extract
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "iter_results",
     "manifest_name",
     "parse_shard",
+    "parse_timeout",
     "read_manifest",
     "run_extract",
     "shard_of",

@@ -13,6 +13,7 @@ import numpy as np
 from torch import Tensor
 
 from ..atomic import atomic_open
+from ..outpaths import confined
 
 TMP_SUFFIX = ".tmp"
 
@@ -50,9 +51,14 @@ class FrameSpool:
             handle.close()
 
 
-def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray | FrameSpool]) -> None:
+def write_npz_atomic(
+    path: Path, arrays: dict[str, np.ndarray | FrameSpool], root: Path | None = None
+) -> None:
     """Write an uncompressed .npz (np.load reads it) to a temporary name unique to this write
-    (`.<name>.<random>.tmp`), fsync, rename."""
+    (`.<name>.<random>.tmp`), fsync, rename. With `root`, first prove (`outpaths.confined`)
+    that `path` lies under it (an OutputPathError, an OSError, if not)."""
+    if root is not None:
+        path = confined(root, path)
     with atomic_open(path, "wb", suffix=TMP_SUFFIX) as handle:
         with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
             for name, value in arrays.items():

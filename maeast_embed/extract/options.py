@@ -8,6 +8,9 @@ from ..errors import ConfigError
 from ..features import LayerSpec
 from .launch import shard_from_environment
 
+AUTO_TIMEOUT_BASE = 60.0  # seconds, plus
+AUTO_TIMEOUT_FACTOR = 10.0  # x the duration of the audio being decoded
+
 
 @dataclass(frozen=True)
 class ExtractOptions:
@@ -15,6 +18,10 @@ class ExtractOptions:
 
     Files longer than `stream_seconds` are never held whole: they are read in blocks of
     `block_seconds`, frame outputs are spooled to disk and clip outputs pooled on the fly.
+
+    `file_timeout` bounds each decoding step (a whole file, or one block of a streamed file):
+    None (auto) allows 60 s plus 10 x the audio's duration, a number that many seconds, 0 no
+    limit. A step past its limit makes the file a failure (see `decoding`).
     """
 
     granularity: str = "frame"
@@ -26,6 +33,7 @@ class ExtractOptions:
     shard: tuple[int, int] = (0, 1)
     stream_seconds: float = 600.0
     block_seconds: float = 120.0
+    file_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.granularity not in ("clip", "frame"):
@@ -41,6 +49,16 @@ class ExtractOptions:
             raise ConfigError(f"shard must be I/N with 0 <= I < N, got {index}/{count}")
         if self.stream_seconds <= 0 or self.block_seconds <= 0:
             raise ConfigError("stream_seconds and block_seconds must be positive")
+        if self.file_timeout is not None and not self.file_timeout >= 0:
+            raise ConfigError(f"file_timeout must be 0 (no limit), a number of seconds or None (auto), "
+                              f"got {self.file_timeout!r}")
+
+    def decode_limit(self, seconds: float | None) -> float | None:
+        """Seconds one decoding step of `seconds` of audio may take (None: no limit; with
+        `seconds` None, not known yet, the auto limit's constant part)."""
+        if self.file_timeout is None:
+            return AUTO_TIMEOUT_BASE + AUTO_TIMEOUT_FACTOR * (seconds or 0.0)
+        return self.file_timeout or None
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -56,3 +74,16 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+
+
+def parse_timeout(text: str) -> float | None:
+    """'auto' -> None (60 s + 10 x the duration), '0' -> 0.0 (no limit), 'S' -> S seconds."""
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"--file-timeout must be auto, 0 (no limit) or a number of seconds, got {text!r}")
+    return value
