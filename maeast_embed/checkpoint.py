@@ -188,9 +188,36 @@ def to_official_state(model: MAEAST, extra: dict[str, Any] | None = None) -> dic
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save through `atomic_open`: a reader never sees a partial file."""
+    """torch.save through `atomic_open`: a reader never sees a partial file, and a failed write
+    (a full disk) is an OutputError naming `path`, not torch's "unexpected pos" RuntimeError."""
     with atomic_open(path) as handle:
-        torch.save(obj, handle)
+        sink = _WriteErrors(handle)
+        try:
+            torch.save(obj, sink)
+        except RuntimeError:
+            if sink.error is not None:  # torch's writer hides the OSError of the file underneath
+                raise sink.error from None
+            raise
+
+
+class _WriteErrors:
+    """A file's write/flush/tell, remembering the OSError a write raised."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def tell(self) -> int:
+        return self.handle.tell()
 
 
 def save_official(model: MAEAST, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:

@@ -15,3 +15,17 @@ class CheckpointError(MAEASTError):
 
 class AudioError(MAEASTError):
     """Audio that cannot be decoded or used (empty, too short, NaN/Inf, wrong rate)."""
+
+
+class OutputError(MAEASTError, OSError):
+    """A file this package writes (embeddings, manifest, spool, cache, report, checkpoint,
+    metrics) that cannot be written: a full disk, a read-only folder, no permission. The message
+    names the path; `errno` and `filename` are those of the OSError underneath. Being an OSError
+    too, code that tolerates write failures keeps catching it."""
+
+    def __init__(self, message: str, errno: int | None = None, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno, self.filename = errno, filename
+
+    def __str__(self) -> str:
+        return str(self.args[0])

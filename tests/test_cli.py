@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from click.testing import CliRunner
-from test_parity_s3prl import reference_checkpoint
+from helpers import reference_checkpoint
 
 from maeast_embed import __version__
 from maeast_embed.cli import main

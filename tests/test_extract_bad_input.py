@@ -243,3 +243,4 @@ def test_kill_9_mid_run_then_rerun_completes(tmp_path, tiny_patch_ckpt):
     assert (
         len(headers) == 2 and {r["status"] for r in files.values()} <= {"ok", "skipped"} and len(files) == 24
     )
+

@@ -1,31 +1,16 @@
 """Parity with s3prl 0.4.18's MAE-AST port on random official-layout checkpoints."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
+from helpers import reference_checkpoint
 
 from maeast_embed.checkpoint import load_model, save_official
-from maeast_embed.config import preset
 from maeast_embed.frontend import kaldi_fbank
 
-s3prl_mae = pytest.importorskip("s3prl.upstream.mae_ast.mae_ast")
 s3prl_expert = pytest.importorskip("s3prl.upstream.mae_ast.expert")
 
 TOL = 1e-4
 LENGTHS = [16000, 12345, 3000, 16000 - 7, 9999]
-
-
-def reference_checkpoint(path, name):
-    """Built by s3prl's own MAE_AST class, saved in the official fairseq layout."""
-    torch.manual_seed(11)
-    cfg = preset(name).to_official()
-    ref = s3prl_mae.MAE_AST(SimpleNamespace(**cfg["model"]), SimpleNamespace(**cfg["task"]))
-    with torch.no_grad():  # non-trivial normalisation statistics
-        ref.batch_norm.running_mean.fill_(-5.5)
-        ref.batch_norm.running_var.fill_(12.0)
-    torch.save({"cfg": cfg, "model": ref.state_dict()}, path)
-    return path
 
 
 def ours_like_s3prl(model, wavs):

@@ -22,8 +22,16 @@ from maeast_upstream import compat as s3prl_compat
 from maeast_upstream.mae_ast import hubconf
 from maeast_upstream.mae_ast.expert import UpstreamExpert
 
-ref_expert = pytest.importorskip("s3prl.upstream.mae_ast.expert")
-interfaces = pytest.importorskip("s3prl.upstream.interfaces")
+
+@pytest.fixture
+def ref_expert():
+    """s3prl's own MAE-AST expert (the tests comparing against it need the s3prl extra)."""
+    return pytest.importorskip("s3prl.upstream.mae_ast.expert", reason="needs the s3prl extra")
+
+
+@pytest.fixture
+def interfaces():
+    return pytest.importorskip("s3prl.upstream.interfaces", reason="needs the s3prl extra")
 
 TOL = 1e-4
 # long, padded, shorter than one patch (2000 < 2800 samples) inside a longer batch, odd lengths
@@ -54,7 +62,7 @@ def _max_diff(xs, ys):
 
 @pytest.mark.parametrize("name", ["tiny-patch", "tiny-frame"])
 @pytest.mark.parametrize("lengths", [LENGTHS, [16000, 16000]])
-def test_frozen_matches_s3prl_port(name, lengths, tiny_patch_ckpt, tiny_frame_ckpt):
+def test_frozen_matches_s3prl_port(name, lengths, tiny_patch_ckpt, tiny_frame_ckpt, ref_expert):
     ckpt = str(tiny_patch_ckpt if name == "tiny-patch" else tiny_frame_ckpt)
     ours, ref = UpstreamExpert(ckpt).eval(), ref_expert.UpstreamExpert(ckpt).eval()
     wavs = waves(lengths)
@@ -72,7 +80,7 @@ def test_frozen_matches_s3prl_port(name, lengths, tiny_patch_ckpt, tiny_frame_ck
 
 
 @pytest.mark.parametrize("name", ["tiny-patch", "tiny-frame"])
-def test_fine_tuning_matches_s3prl_port_in_train_mode(name, no_dropout_ckpts):
+def test_fine_tuning_matches_s3prl_port_in_train_mode(name, no_dropout_ckpts, ref_expert):
     """-f: trainable, BatchNorm on batch statistics (running stats updated), layerdrop off,
     gradients equal to the reference's (dropout zeroed in the checkpoint for a fair compare)."""
     ckpt = str(no_dropout_ckpts[name])
@@ -109,7 +117,7 @@ def test_train_mode_dropout_is_active(tiny_patch_ckpt):
 
 
 @pytest.mark.parametrize("selection", ["hidden_states", "last_hidden_state"])
-def test_s3prl_featurizer_contract(selection, tiny_patch_ckpt):
+def test_s3prl_featurizer_contract(selection, tiny_patch_ckpt, interfaces):
     """s3prl's own Featurizer accepts the expert (shapes, rate, per-clip lengths)."""
     expert = UpstreamExpert(str(tiny_patch_ckpt))
     featurizer = interfaces.Featurizer(expert, feature_selection=selection, upstream_device="cpu")
@@ -227,7 +235,7 @@ def shims():
 
 
 def test_torchaudio_shims(shims, tmp_path):
-    import torchaudio
+    torchaudio = pytest.importorskip("torchaudio", reason="the shims patch torchaudio (the s3prl extra brings it)")
 
     torchaudio.set_audio_backend("sox_io")
     stereo = np.stack([np.linspace(-0.5, 0.5, 22050), np.full(22050, 0.25)], axis=1).astype(np.float32)
@@ -248,7 +256,7 @@ def test_torchaudio_shims(shims, tmp_path):
 
 
 def test_non_16k_audio_is_reported(shims, tmp_path):
-    import torchaudio
+    torchaudio = pytest.importorskip("torchaudio", reason="the shims patch torchaudio (the s3prl extra brings it)")
 
     path = write_audio(tmp_path / "hi.wav", np.zeros(8000, dtype=np.float32), sr=8000)
     shims._warned_rates.discard(8000)
@@ -259,16 +267,18 @@ def test_non_16k_audio_is_reported(shims, tmp_path):
         torchaudio.load(str(path))
 
 
-def test_hub_and_checkpoint_shims(shims, tmp_path):
-    import huggingface_hub
+def test_checkpoint_shim(shims, tmp_path):
+    path = tmp_path / "states.ckpt"
+    torch.save({"Args": argparse.Namespace(mode="train", seed=1337), "Step": 3}, path)
+    assert torch.load(path, map_location="cpu")["Args"].seed == 1337  # weights_only default
 
+
+def test_hub_shims(shims):
+    huggingface_hub = pytest.importorskip("huggingface_hub", reason="installed with the s3prl extra")
     with pytest.raises(shims.S3PRLCompatError, match="huggingface_hub<1"):
         huggingface_hub.HfFolder.save_token("x")
     with pytest.raises(shims.S3PRLCompatError):
         huggingface_hub.Repository("somewhere")
-    path = tmp_path / "states.ckpt"
-    torch.save({"Args": argparse.Namespace(mode="train", seed=1337), "Step": 3}, path)
-    assert torch.load(path, map_location="cpu")["Args"].seed == 1337  # weights_only default
 
 
 def test_distributed_sampler_wrapper_shards_the_drawn_indices(shims):

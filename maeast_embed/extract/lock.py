@@ -13,10 +13,11 @@ import json
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..atomic import writing
 from ..errors import ConfigError
 
 
@@ -42,7 +43,8 @@ def run_lock(path: Path) -> Iterator[str | None]:
 
     Raises FolderInUse (naming the running holder) when another run holds it.
     """
-    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
+    with writing(path):
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -58,10 +60,12 @@ def run_lock(path: Path) -> Iterator[str | None]:
         handle.truncate()
         me = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": datetime.now(UTC).isoformat(timespec="seconds")}
-        handle.write(json.dumps(me))
-        handle.flush()
+        with writing(path):  # a full disk: an OutputError naming the lock file
+            handle.write(json.dumps(me))
+            handle.flush()
         yield describe_holder(left) if left else None
         handle.seek(0)
         handle.truncate()  # a clean finish leaves an empty lock file (never unlinked: no race)
     finally:
-        handle.close()
+        with suppress(OSError):  # what a failed write left buffered cannot be written either
+            handle.close()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import FULL_DISK, append_line, output_error, writing
 from ..errors import ConfigError
 from ..features import Embedder
 from .engine import check_layer, iter_results
@@ -122,72 +123,76 @@ def _run_locked(
             f"{output_dir} holds embeddings made with other settings ({changed}); "
             "pass --overwrite to redo them or choose another output folder"
         )
-    collected = collect_jobs(inputs)
+    collected = collect_jobs(inputs, output_dir)
     index, count = options.shard
     jobs = [job for job in collected.jobs if shard_of(job.rel, count) == index]
     summary = Summary(manifest_path, taken_over=left_by, ignored=collected.ignored)
 
-    with open(manifest_path, "a+", encoding="utf-8") as manifest:
-        manifest.seek(0, os.SEEK_END)
-        if manifest.tell():  # a run killed mid-line leaves no newline: start clean
-            manifest.seek(manifest.tell() - 1)
-            if manifest.read(1) != "\n":
-                manifest.write("\n")
+    with writing(manifest_path, "append to"):
+        if manifest_path.is_file() and manifest_path.stat().st_size:
+            with open(manifest_path, "rb") as handle:  # a run killed mid-line leaves no newline
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    append_line(manifest_path, "")
 
-        def record(entry: dict[str, Any]) -> None:
-            manifest.write(json.dumps(entry) + "\n")
-            manifest.flush()
+    def record(entry: dict[str, Any]) -> None:
+        append_line(manifest_path, json.dumps(entry))
 
-        def record_file(name: str, status: str, job: Job | None = None, output: Path | None = None,
-                        **fields: Any) -> None:
-            entry = {"type": "file", "input": name, "output": str(output) if output else None,
-                     "status": status, "duration": None, "frames": None, "error": None, **fields}
-            if job is not None and job.key is not None:
-                entry.update(shard=job.shard, key=job.key)
-            entry["elapsed"] = round(time.perf_counter() - started, 3)
-            record(entry)
+    def record_file(name: str, status: str, job: Job | None = None, output: Path | None = None,
+                    **fields: Any) -> None:
+        entry = {"type": "file", "input": name, "output": str(output) if output else None,
+                 "status": status, "duration": None, "frames": None, "error": None, **fields}
+        if job is not None and job.key is not None:
+            entry.update(shard=job.shard, key=job.key)
+        if job is not None and job.renamed:  # an unsafe input name (see outpaths.safe_relative)
+            entry["renamed"] = job.renamed
+        entry["elapsed"] = round(time.perf_counter() - started, 3)
+        record(entry)
 
-        record(run_header(embedder, options, [str(i) for i in inputs], files=len(jobs), taken_over=left_by,
-                          ignored=collected.ignored))
-        for path, reason in collected.problems:
-            summary.failed.append((path, reason))
-            record_file(path, "failed", error=reason)
-        todo = []
-        for job in jobs:
-            out = job.output(output_dir)
-            if out.exists() and not options.overwrite:
-                before = previous.get(job.name, {})
-                summary.skipped += 1
-                record_file(job.name, "skipped", job, out, duration=before.get("duration"),
-                            frames=before.get("frames"))
+    record(run_header(embedder, options, [str(i) for i in inputs], files=len(jobs), taken_over=left_by,
+                      ignored=collected.ignored))
+    for path, reason in collected.problems:
+        summary.failed.append((path, reason))
+        record_file(path, "failed", error=reason)
+    todo = []
+    for job in jobs:
+        out = job.output(output_dir)
+        if out.exists() and not options.overwrite:
+            before = previous.get(job.name, {})
+            summary.skipped += 1
+            record_file(job.name, "skipped", job, out, duration=before.get("duration"),
+                        frames=before.get("frames"))
+        else:
+            todo.append(job)
+    remove_leftovers([job.output(output_dir) for job in jobs])  # temporary files of killed runs
+
+    bar = Progress(len(todo), progress)
+    try:
+        for result in iter_results(embedder, todo, options, spool_dir=output_dir):
+            job, out = result.job, result.job.output(output_dir)
+            if result.error is None:
+                try:
+                    write_npz_atomic(
+                        out, {"embedding": result.embedding, "timestamps": result.timestamps},
+                        root=output_dir,
+                    )
+                except OSError as err:  # an OutputError naming `out`
+                    if err.errno in FULL_DISK:  # every later file would fail too: stop, clearly
+                        raise output_error(out, err) from err
+                    result.error = str(output_error(out, err))
+                finally:
+                    if isinstance(result.embedding, FrameSpool):
+                        result.embedding.close()
+            if result.error is None:
+                summary.done += 1
+                summary.audio_seconds += result.duration
+                record_file(job.name, "ok", job, out, duration=round(result.duration, 6),
+                            frames=result.frames, shape=list(result.embedding.shape))
             else:
-                todo.append(job)
-        remove_leftovers([job.output(output_dir) for job in jobs])  # temporary files of killed runs
-
-        bar = Progress(len(todo), progress)
-        try:
-            for result in iter_results(embedder, todo, options, spool_dir=output_dir):
-                job, out = result.job, result.job.output(output_dir)
-                if result.error is None:
-                    try:
-                        write_npz_atomic(
-                            out, {"embedding": result.embedding, "timestamps": result.timestamps}
-                        )
-                    except OSError as err:
-                        result.error = f"cannot write {out}: {err}"
-                    finally:
-                        if isinstance(result.embedding, FrameSpool):
-                            result.embedding.close()
-                if result.error is None:
-                    summary.done += 1
-                    summary.audio_seconds += result.duration
-                    record_file(job.name, "ok", job, out, duration=round(result.duration, 6),
-                                frames=result.frames, shape=list(result.embedding.shape))
-                else:
-                    summary.failed.append((job.name, result.error))
-                    record_file(job.name, "failed", job, duration=result.duration, error=result.error)
-                bar.update(result.duration or 0.0)
-        finally:
-            bar.close()
+                summary.failed.append((job.name, result.error))
+                record_file(job.name, "failed", job, duration=result.duration, error=result.error)
+            bar.update(result.duration or 0.0)
+    finally:
+        bar.close()
     summary.seconds = time.perf_counter() - started
     return summary

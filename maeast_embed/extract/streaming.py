@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..atomic import writing
 from ..audio import iter_audio_blocks
-from ..errors import AudioError
+from ..errors import AudioError, OutputError
 from ..features import Embedder, keeps_layer_axis, plan_windows
 from ..frontend import FRAME_LENGTH, FRAME_SHIFT, SAMPLE_RATE
 from .decoding import describe_error
@@ -41,7 +42,7 @@ class ClipPool:
 
 
 def stream_windows(
-    embedder: Embedder, path: Path, block_seconds: float
+    embedder: Embedder, path: Path, block_seconds: float, timeout: float | None = None
 ) -> Iterator[tuple[list[Tensor], int]]:
     """Aligned windows of a file read block by block: the windows `plan_windows` would cut from
     the whole file, yielded with the count of 16 kHz samples read so far."""
@@ -51,7 +52,7 @@ def stream_windows(
     length = (chunk * kernel_time - 1) * FRAME_SHIFT + FRAME_LENGTH  # a full window
     buffer = torch.zeros(0)
     total = 0
-    for block in iter_audio_blocks(path, block_seconds):
+    for block in iter_audio_blocks(path, block_seconds, timeout):
         total += block.numel()
         buffer = torch.cat([buffer, block])
         count = (buffer.numel() - length) // hop + 1 if buffer.numel() >= length else 0
@@ -78,15 +79,19 @@ def embed_streamed(embedder: Embedder, job: Job, options: ExtractOptions, spool_
             if options.layer == "all"
             else (len(options.layer) if keeps_layer_axis(options.layer) else 1)
         )
-        sink = FrameSpool(
-            spool_dir, layers, embedder.feature_dim(options.freq_pool), keeps_layer_axis(options.layer)
-        )
+        with writing(spool_dir, SPOOL_WRITE):
+            sink = FrameSpool(
+                spool_dir, layers, embedder.feature_dim(options.freq_pool), keeps_layer_axis(options.layer)
+            )
     else:
         sink = []
     try:
         total = 0
         add = sink.append if isinstance(sink, list) else sink.add
-        for windows, seen in stream_windows(embedder, job.input, options.block_seconds):
+        if isinstance(sink, FrameSpool):
+            add = _spool_adder(sink, spool_dir)
+        block_limit = options.decode_limit(options.block_seconds)  # --file-timeout, per block
+        for windows, seen in stream_windows(embedder, job.input, options.block_seconds, block_limit):
             total = seen
             for features in embedder.encode_windows(
                 windows, layer=options.layer, freq_pool=options.freq_pool
@@ -104,5 +109,20 @@ def embed_streamed(embedder: Embedder, job: Job, options: ExtractOptions, spool_
     except Exception as err:  # noqa: BLE001
         if isinstance(sink, FrameSpool):
             sink.close()
+        if isinstance(err, OutputError):  # the output folder, not this file: stop the run
+            raise
         return Result(job, error=describe_error(err))
+
+
+SPOOL_WRITE = "write the spool of a long file (temporary, unnamed) in"
+
+
+def _spool_adder(spool: FrameSpool, folder: Path):
+    """spool.add, an OSError (a full disk above all) raised as an OutputError naming `folder`."""
+
+    def add(features: Tensor) -> None:
+        with writing(folder, SPOOL_WRITE):
+            spool.add(features)
+
+    return add
 

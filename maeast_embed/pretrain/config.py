@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..atomic import atomic_open
 from ..config import ModelConfig, preset
 from ..errors import ConfigError
 
@@ -111,7 +112,8 @@ class TrainConfig:
         return out
 
     def save(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        with atomic_open(path, "w") as handle:  # a full disk: an OutputError naming the file
+            handle.write(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 _TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..atomic import atomic_open
+from ..atomic import append_line, atomic_open, writing
 from ..checkpoint import atomic_torch_save, load_model, save_official
 from ..errors import ConfigError, MAEASTError
 from ..frontend import SAMPLE_RATE, kaldi_fbank
@@ -151,8 +151,7 @@ class MetricsLog:
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))  # a full disk: an OutputError naming the file
         if self.writer is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
@@ -263,7 +262,8 @@ def train(
 
     metrics = None
     if env.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        with writing(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.yaml")
         metrics = MetricsLog(run_dir, step, cfg.tensorboard)
     bar = None
