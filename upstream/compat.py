@@ -148,7 +148,10 @@ def _apply_effects_tensor(tensor: torch.Tensor, sample_rate: int, effects, chann
 
 
 def _patch_torchaudio() -> None:
-    import torchaudio
+    try:
+        import torchaudio
+    except ImportError:  # the core without the s3prl extra: nothing to patch
+        return
 
     if not hasattr(torchaudio, "set_audio_backend"):
         torchaudio.set_audio_backend = _set_audio_backend
