@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from click.testing import CliRunner
-from helpers import reference_checkpoint
+from helpers import reference_checkpoint, tone, write_audio
 
 from maeast_embed import __version__
 from maeast_embed.cli import main
@@ -51,8 +51,21 @@ def test_trust_flag_is_accepted(tmp_path, tiny_patch_ckpt):
 
 def test_core_imports_need_no_optional_stack():
     code = (
-        "import sys, maeast_embed, maeast_embed.cli, maeast_embed.features;"
-        "bad = [m for m in ('s3prl', 'heareval', 'hearvalidator', 'tensorflow') if m in sys.modules];"
+        "import sys, maeast_embed, maeast_embed.cli, maeast_embed.features, maeast_embed.audio,"
+        " maeast_embed.extract; optional=('s3prl', 'heareval', 'hearvalidator', 'tensorflow', 'torchaudio');"
+        "bad = [m for m in optional if m in sys.modules];"
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_help_and_extract_run_with_torchaudio_unimportable(tmp_path):
+    """The core resamples by itself: a 44.1 kHz file is embedded with torchaudio blocked."""
+    write_audio(tmp_path / "in" / "a.wav", tone(1.0, sr=44100), sr=44100)
+    code = (
+        "import sys; sys.modules['torchaudio'] = None; from maeast_embed.cli import main;"
+        f"main(['--help'], standalone_mode=False); main(['extract', {str(tmp_path / 'in')!r}, '-o',"
+        f" {str(tmp_path / 'out')!r}, '--quiet'])"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert len(list((tmp_path / "out").rglob("*.npz"))) == 1
