@@ -11,10 +11,10 @@ only its own bytes, in any order.
 Damage is per sample: a shard cut short yields the samples before the cut, and the sample at
 the cut comes with `error` set; a sample without an audio member too.
 
-A shard is read as data, never unpacked: nothing is written from it, and members that are not
-regular files (links, devices, FIFOs, folders, sparse files) are counted in
-`ShardIndex.ignored`, never followed. Walking the headers keeps only one small record per
-member, so a shard of 100 000 members is indexed in about a second.
+A shard is read as data, never unpacked: nothing is written from it; members that are not
+regular files (links, devices, FIFOs, folders, sparse files), and files that belong to no
+sample, are counted in `ShardIndex.ignored`, never followed. Walking the headers keeps one small
+record per member, so a shard of 100 000 members is indexed in seconds.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ class ShardIndex:
     members: list[Member]
     error: str | None = None
     samples: list[ShardSample] = field(default_factory=list)
-    ignored: dict[str, int] = field(default_factory=dict)  # members that are not files, by kind
+    ignored: dict[str, int] = field(default_factory=dict)  # members in no sample, by kind
 
 
 _KINDS = {
@@ -173,7 +173,7 @@ def ignored_summary(ignored: dict[str, int]) -> str:
         return ""
     total = sum(ignored.values())
     counts = ", ".join(f"{k} {n}" for k, n in sorted(ignored.items(), key=lambda kv: (-kv[1], kv[0])))
-    return f"ignored {total} shard member{'' if total == 1 else 's'} (not regular files): {counts}"
+    return f"ignored {total} shard member{'' if total == 1 else 's'}: {counts}"
 
 
 def _walk(path: Path) -> tuple[list[Member], str | None, dict[str, int]]:
@@ -216,16 +216,19 @@ def _walk(path: Path) -> tuple[list[Member], str | None, dict[str, int]]:
     return members, error, dict(ignored)
 
 
-def _group(shard: str, members: list[Member], error: str | None) -> list[ShardSample]:
+def _group(shard: str, members: list[Member], error: str | None, ignored: Counter[str]) -> list[ShardSample]:
+    """Samples from the member table; members that belong to none are counted in `ignored`."""
     from webdataset.tariterators import base_plus_ext, meta_prefix, meta_suffix
 
     groups: list[tuple[str, dict[str, Member], list[str]]] = []
     for member in members:
         base = member.name.rsplit("/", 1)[-1]
         if base.startswith(meta_prefix) and base.endswith(meta_suffix):
+            ignored["WebDataset metadata"] += 1
             continue
         key, suffix = base_plus_ext(member.name)
         if key is None:
+            ignored["file without a key or extension"] += 1
             continue
         if not groups or groups[-1][0] != key:
             groups.append((key, {}, []))
@@ -267,7 +270,9 @@ def index_shard(path: str | os.PathLike, *, cache: bool = True) -> ShardIndex:
         members, error, ignored = _walk(path)
         if cache:
             _write_cache(cache_file, stamp, members, error, ignored)
-    return ShardIndex(str(path), members, error, _group(str(path), members, error), ignored)
+    counts = Counter(ignored)
+    samples = _group(str(path), members, error, counts)
+    return ShardIndex(str(path), members, error, samples, dict(counts))
 
 
 def _read_cache(

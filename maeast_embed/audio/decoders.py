@@ -10,8 +10,8 @@ Sources are paths, `EncodedAudio` (bytes in memory) or `FileRange` (a byte range
 file, e.g. a tar member, read in place).
 
 Headers are not trusted: a path must be a regular file (not a FIFO or device), and a stream
-whose header declares a sample rate, channel count or length outside `MAX_SAMPLE_RATE`,
-`MAX_CHANNELS`, `MAX_SECONDS` is refused when it is opened, before any sample is allocated.
+whose header declares a sample rate, channel count or length outside `MIN_SAMPLE_RATE` to
+`MAX_SAMPLE_RATE`, `MAX_CHANNELS`, `MAX_SECONDS` is refused when it is opened, before any sample is allocated.
 Reading all of a stream goes block by block (`block_frames`), never by the header's length.
 """
 
@@ -32,6 +32,7 @@ import soundfile as sf
 
 from ..errors import AudioError
 
+MIN_SAMPLE_RATE = 1000  # below, a few bytes would resample to hours of 16 kHz audio
 MAX_SAMPLE_RATE = 1_536_000  # 8 x 192 kHz
 MAX_CHANNELS = 1024  # libsndfile's own limit
 MAX_SECONDS = 7 * 24 * 3600  # a declared length beyond a week is a damaged or crafted header
@@ -46,9 +47,9 @@ def block_frames(channels: int) -> int:
 
 def check_format(name: str, sample_rate: int, channels: int, frames: int | None) -> None:
     """Refuse a header that declares an impossible or absurd format (AudioError)."""
-    if not 0 < sample_rate <= MAX_SAMPLE_RATE:
-        raise AudioError(f"the header declares a sample rate of {sample_rate} Hz (readable: 1 to "
-                         f"{MAX_SAMPLE_RATE} Hz): {name}")
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"the header declares a sample rate of {sample_rate} Hz (readable: "
+                         f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz): {name}")
     if not 0 < channels <= MAX_CHANNELS:
         raise AudioError(f"the header declares {channels} channels (readable: 1 to {MAX_CHANNELS}): {name}")
     if frames is not None and not 0 <= frames <= MAX_SECONDS * sample_rate:
