@@ -81,6 +81,11 @@ def safe_relative(*parts: str) -> SafeName:
     return SafeName("/".join(out), f"renamed ({', '.join(unique)})")
 
 
+def safe_filename(name: str) -> str:
+    """`name` as one safe file name (a '/' in it becomes '_'; otherwise as `safe_relative`)."""
+    return safe_relative(name.replace("/", "_")).rel
+
+
 def _under(path: str, root: str) -> bool:
     return os.path.commonpath([path, root]) == root
 

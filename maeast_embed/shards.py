@@ -252,7 +252,7 @@ def _cache_file(path: Path) -> Path:
     from .checkpoint import cache_dir
 
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:20]
-    return cache_dir() / "shard-index" / f"{path.name}-{digest}.json"
+    return cache_dir() / "shard-index" / f"{path.name[:100]}-{digest}.json"
 
 
 def index_shard(path: str | os.PathLike, *, cache: bool = True) -> ShardIndex:

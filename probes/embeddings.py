@@ -21,6 +21,7 @@ from maeast_embed.errors import AudioError, MAEASTError
 from maeast_embed.features import Embedder, resolve_device
 from maeast_embed.frontend import FRAME_LENGTH, kaldi_fbank
 from maeast_embed.model import MAEAST
+from maeast_embed.outpaths import safe_filename
 from maeast_embed.precision import resolve_dtype
 
 from .datasets import ProbeDataset, read_clip, warn
@@ -260,7 +261,9 @@ def cache_path(
     }
     key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:32]
     folder = Path(root) if root is not None else cache_dir() / "probe_embeddings"
-    return folder / f"{ds.name}-{spec.label.replace('/', '_').replace(':', '_')[-40:]}-{key}.npz", meta
+    label = spec.label.replace("/", "_").replace(":", "_")[-40:]
+    # ds.name may come from the data (a HEAR task's task_name): one safe file name, in `folder`
+    return folder / safe_filename(f"{ds.name}-{label}-{key}.npz"), meta
 
 
 def load_cache(path: Path, meta: dict, sink: list[str]) -> Embeddings | None:

@@ -502,3 +502,17 @@ def test_mutation_fuzz(tmp_path, seeds, tiny_patch_ckpt):
 @pytest.mark.slow
 def test_mutation_fuzz_long(tmp_path, seeds, tiny_patch_ckpt):
     run_fuzz(tmp_path, seeds, 400, tiny_patch_ckpt, seed=21)
+
+
+def test_the_probe_cache_name_from_a_hostile_task_name_stays_in_the_cache(tmp_path):
+    from types import SimpleNamespace
+
+    from probes.embeddings import cache_path
+
+    spec = SimpleNamespace(model_hash="abc", label="maeast-small")
+    options = SimpleNamespace(key=lambda spec: {"pool": "mean"})
+    methods = {"audio_fingerprint": lambda self: "f", "__len__": lambda self: 1}
+    for name in ("../../../evil", "/etc/evil", "a\x00b", "t" * 400):
+        ds = type("DS", (), {"name": name, **methods})()
+        path, _ = cache_path(spec, options, ds, tmp_path / "cache")
+        assert path.parent == tmp_path / "cache" and len(path.name.encode()) < 255

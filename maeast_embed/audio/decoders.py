@@ -267,6 +267,8 @@ class PyAVDecoder(Decoder):
 
     def _setup(self) -> None:
         name, audio = self.name, self._stream
+        if audio.codec_context is None:
+            raise AudioError(f"the audio stream's codec cannot be decoded here: {name}")
         self.sample_rate = int(audio.codec_context.sample_rate or audio.rate or 0)
         self.channels = int(audio.codec_context.channels or 0)
         if self.sample_rate <= 0 or self.channels <= 0:
@@ -365,7 +367,12 @@ class PyAVDecoder(Decoder):
         return data[:count]
 
     def read(self, frames: int) -> np.ndarray:
-        return np.ascontiguousarray(self._take(frames))
+        try:
+            return np.ascontiguousarray(self._take(frames))
+        except AudioError:
+            raise
+        except Exception as err:  # noqa: BLE001 - PyAV on damaged streams: a failure of this file
+            raise AudioError(f"decoding failed ({type(err).__name__}: {err}): {self.name}") from err
 
     def _skip_to(self, frame: int) -> None:
         while self.position < frame:
@@ -373,6 +380,14 @@ class PyAVDecoder(Decoder):
                 return
 
     def seek(self, frame: int) -> None:
+        try:
+            self._seek(frame)
+        except AudioError:
+            raise
+        except Exception as err:  # noqa: BLE001 - as in read
+            raise AudioError(f"seeking failed ({type(err).__name__}: {err}): {self.name}") from err
+
+    def _seek(self, frame: int) -> None:
         frame = max(0, frame)
         preroll = int(_PREROLL_SECONDS * self.sample_rate)
         if frame >= self.position and frame - self.position <= 4 * preroll:
@@ -454,6 +469,12 @@ def open_decoder(source: Source) -> Decoder:
         raise AudioError(
             f"not a readable audio file (libsndfile: {sndfile_reason}; FFmpeg: {err.reason}): {name}"
         ) from err
+    except AudioError:
+        _close(stream)
+        raise
+    except Exception as err:  # PyAV on damaged containers: a failure of this file, never a crash
+        _close(stream)
+        raise AudioError(f"not a readable audio file (FFmpeg: {type(err).__name__}: {err}): {name}") from err
     except BaseException:
         _close(stream)
         raise
