@@ -106,6 +106,17 @@ def test_python_api_matches_the_cli(audio_dir, tmp_path, tiny_patch_ckpt):
         assert a.embedding.shape == (2, 2 * 8 * 64) and a.duration == b.duration
         np.testing.assert_allclose(a.embedding, b.embedding, atol=2e-5)
         np.testing.assert_allclose(a.timestamps, [a.duration / 2])
+    out = tmp_path / "cli"  # the same files and options through `maeast-embed extract`
+    result = extract(*files, "-o", out, "--model", tiny_patch_ckpt, "--batch-size", "3", "--granularity",
+                     "clip", "--layer", "all", "--pool", "meanmax", "--device", "cpu", "-q")
+    assert result.exit_code == 0, result.output
+    for api, file in zip(from_files, files, strict=True):
+        cli = load(out / f"{file.name}.npz")
+        assert cli["embedding"].shape == api.embedding.shape
+        np.testing.assert_allclose(cli["embedding"], api.embedding, atol=2e-5)
+        np.testing.assert_array_equal(cli["timestamps"], api.timestamps)
+    _, records = read_manifest(out / "manifest.jsonl")
+    assert [records[str(f)]["duration"] for f in files] == [round(a.duration, 6) for a in from_files]
     native = tone(2.0, sr=44100)
     resampled = embedder.embed_waveforms([native], sample_rate=44100)[0]
     np.testing.assert_allclose(

@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,17 @@ def test_directory_without_audio_fails_cleanly(tmp_path, tiny_patch_ckpt):
     assert error == "no audio files found in directory (ignored 1 file: .txt 1)"
 
 
+def _drop_permission_bypass() -> None:
+    """In a child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
+    set (what `setpriv --bounding-set` does), so root's next program obeys file permissions."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
 def test_unreadable_file_is_recorded(tmp_path, tiny_patch_ckpt):
     write_audio(tmp_path / "in" / "ok.wav", tone(1.0))
     locked = write_audio(tmp_path / "in" / "locked.wav", tone(1.0))
@@ -87,12 +98,9 @@ def test_unreadable_file_is_recorded(tmp_path, tiny_patch_ckpt):
         "--num-workers",
         "0",
     ]
-    if os.geteuid() == 0:  # root reads anything: drop the capabilities that bypass permissions
-        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    except FileNotFoundError:
-        pytest.skip("running as root without setpriv: cannot make a file unreadable")
+    # root reads anything: the child drops the capabilities that bypass permissions
+    drop = _drop_permission_bypass if os.geteuid() == 0 else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=drop)
     assert proc.returncode == 1, proc.stderr
     _, files = read_manifest(tmp_path / "out" / "manifest.jsonl")
     assert "permission denied" in files[str(locked)]["error"]
@@ -193,54 +201,77 @@ def test_two_hour_file_streams_in_bounded_memory(tmp_path, tiny_patch_ckpt):
     assert frame_peak - baseline < 0.5 * whole_16k_mb  # the 88 MiB output is spooled to disk
 
 
-def test_kill_9_mid_run_then_rerun_completes(tmp_path, tiny_patch_ckpt):
+KILL_IN_WRITE = textwrap.dedent(
+    """
+    import contextlib, os, signal, sys
+    from maeast_embed.extract import npz
+
+    kill_at, real, count = int(sys.argv[1]), npz.atomic_open, [0]
+
+    class Dying:  # the temporary file's handle: SIGKILL once part of the file is on disk
+        def __init__(self, handle):
+            self.handle, self.written = handle, 0
+        def write(self, data):
+            n = self.handle.write(data)
+            self.written += n
+            if self.written > 4096:
+                self.handle.flush()
+                os.fsync(self.handle.fileno())
+                os.kill(os.getpid(), signal.SIGKILL)
+            return n
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    @contextlib.contextmanager
+    def atomic_open(path, *args, **kwargs):
+        count[0] += 1
+        with real(path, *args, **kwargs) as handle:
+            yield Dying(handle) if count[0] == kill_at else handle
+
+    npz.atomic_open = atomic_open
+    from maeast_embed.cli import main
+    main(sys.argv[2:], prog_name="maeast-embed")
+    """
+)
+
+
+def test_kill_9_during_a_write_then_rerun_completes(tmp_path, tiny_patch_ckpt):
+    """The process kills itself in the middle of writing its 4th .npz (deterministic: a writer
+    patched in the child): no output is truncated, and a rerun completes."""
     src = tmp_path / "in"
-    for i in range(24):
+    for i in range(8):
         write_audio(src / f"f{i:02d}.wav", noise(2.0, seed=i))
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "maeast_embed.cli",
-        "extract",
-        str(src),
-        "-o",
-        str(out),
-        "--model",
-        str(tiny_patch_ckpt),
-        "--batch-size",
-        "1",
-        "--num-workers",
-        "0",
-        "-q",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = out / "manifest.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if manifest.exists() and manifest.read_text().count('"status": "ok"') >= 3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_with = len(list(out.glob("*.npz")))
-    assert 3 <= killed_with < 24
+    args = ["extract", str(src), "-o", str(out), "--model", str(tiny_patch_ckpt), "--batch-size", "1",
+            "--num-workers", "0", "--dtype", "float32", "-q"]
+    killed = subprocess.run([sys.executable, "-c", KILL_IN_WRITE, "4", *args], capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert sorted(p.name for p in out.glob("*.npz")) == ["f00.wav.npz", "f01.wav.npz", "f02.wav.npz"]
+    partial = [p for p in out.iterdir() if p.name.startswith(".f03.wav.npz.") and p.name.endswith(".tmp")]
+    assert len(partial) == 1 and 4096 < partial[0].stat().st_size < (out / "f00.wav.npz").stat().st_size
     for npz in out.glob("*.npz"):  # whatever exists is complete
         assert load(npz)["embedding"].shape == (12, 512)
+    _, files = read_manifest(out / "manifest.jsonl")
+    assert sorted(Path(k).name for k, r in files.items() if r["status"] == "ok") == [
+        "f00.wav", "f01.wav", "f02.wav"
+    ]
+    killed_with = 3
+    cmd = [sys.executable, "-m", "maeast_embed.cli", *args]  # without -q below: the summary
+    manifest = out / "manifest.jsonl"
 
     rerun = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{24 - killed_with} embedded, {killed_with} skipped" in rerun.stderr
+    assert f"{8 - killed_with} embedded, {killed_with} skipped" in rerun.stderr
     assert "took over the lock of a killed run" in rerun.stderr
     # no temporary file is left behind; the (hidden) lock file stays, released
     assert sorted(p.name for p in out.iterdir()) == [".manifest.jsonl.lock"] + [
-        f"f{i:02d}.wav.npz" for i in range(24)
+        f"f{i:02d}.wav.npz" for i in range(8)
     ] + ["manifest.jsonl"]
     for npz in out.glob("*.npz"):
         assert load(npz)["embedding"].shape == (12, 512)
     headers, files = read_manifest(manifest)
     assert (
-        len(headers) == 2 and {r["status"] for r in files.values()} <= {"ok", "skipped"} and len(files) == 24
+        len(headers) == 2 and {r["status"] for r in files.values()} <= {"ok", "skipped"} and len(files) == 8
     )
 

@@ -9,14 +9,13 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
+import webdataset  # a core dependency: its absence is a failure, never a skip
 from click.testing import CliRunner
 from helpers import chirp, noise, tone, write_audio
 from media import encode
 
 from maeast_embed.cli import main
 from maeast_embed.extract import read_manifest
-
-webdataset = pytest.importorskip("webdataset")
 
 
 def extract(*args):
