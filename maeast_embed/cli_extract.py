@@ -65,7 +65,8 @@ Exits with status 1 if any file failed (after processing all the others).
               "bf16 units (AMX, AVX512-BF16 measured faster), else int8 where measured faster and "
               "agreeing with float32, else float32; the manifest records the one used. int8: CPU only.")
 @click.option("--num-workers", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Threads decoding files ahead of the encoder (0: decode in the main thread).")
+              help="Threads decoding files ahead of the encoder (0: one; with --file-timeout 0, the main "
+              "thread).")
 @click.option("--chunk-seconds", type=click.FloatRange(min=0, min_open=True), default=10.24,
               show_default=True,
               help="Long files are encoded in windows of this length and stitched (deterministic).")

@@ -151,6 +151,19 @@ def test_tar_slip_links_and_devices_in_shards(tmp_path, tiny_patch_ckpt):
     np.testing.assert_allclose(escape, np.load(alone / "escape1.wav.npz")["embedding"], atol=1e-5)
 
 
+def test_the_pretraining_loader_reads_an_evil_shard_as_data(tmp_path):
+    write_evil_shard(tmp_path / "evil.tar")
+    before = files_under(tmp_path)
+    report = scan_sources([str(tmp_path / "evil.tar")], min_samples=400)
+    assert sorted(c.path.split(":", 1)[1] for c in report.clips) == [
+        "../../escape1", "/abs/path/abs_escape", "a/../../../escape2", "ctrl\x01key", "good"]
+    assert report.unreadable == [] and len(report.ignored) == 1
+    assert "ignored 6 shard members" in report.ignored[0]
+    dataset = ClipDataset(report.clips, 400)
+    assert all(dataset[Window(0, i, 0, 4000)][2].shape == (4000,) for i in range(len(report.clips)))
+    assert files_under(tmp_path) == before
+
+
 def test_list_files_with_paths_outside_their_folder(tmp_path, tiny_patch_ckpt):
     write_audio(tmp_path / "x.wav", tone(1.0))
     write_audio(tmp_path / "other" / "y.flac", noise(1.0))

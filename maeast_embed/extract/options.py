@@ -43,7 +43,7 @@ class ExtractOptions:
         if self.freq_pool not in ("concat", "mean"):
             raise ConfigError(f"freq_pool must be 'concat' or 'mean', got {self.freq_pool!r}")
         if self.num_workers < 0:
-            raise ConfigError("num_workers must be 0 (decode in the main thread) or more")
+            raise ConfigError("num_workers must be 0 (one decoding thread, none with file_timeout=0) or more")
         index, count = self.shard
         if count < 1 or not 0 <= index < count:
             raise ConfigError(f"shard must be I/N with 0 <= I < N, got {index}/{count}")

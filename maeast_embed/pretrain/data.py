@@ -29,7 +29,7 @@ from ..config import ModelConfig
 from ..errors import AudioError, ConfigError
 from ..frontend import SAMPLE_RATE, num_frames
 from ..masking import sample_mask
-from ..shards import expand_shards, index_shard, is_shard_spec
+from ..shards import expand_shards, ignored_summary, index_shard, is_shard_spec
 
 log = logging.getLogger(__name__)
 LIST_SUFFIXES = {".txt", ".lst", ".list", ".csv"}
@@ -101,18 +101,19 @@ def _read_manifest(path: Path) -> list[_Entry]:
     return out
 
 
-def _shard_entries(spec: str) -> list[_Entry]:
+def _shard_entries(spec: str, ignored: list[str]) -> list[_Entry]:
     try:
-        shards = expand_shards(spec)
-        samples = [s for shard in shards for s in index_shard(shard).samples]
+        indexes = [index_shard(shard) for shard in expand_shards(spec)]
     except AudioError as err:
         raise DataError(str(err)) from err
+    ignored.extend(f"{index.shard}: {ignored_summary(index.ignored)}" for index in indexes if index.ignored)
+    samples = [s for index in indexes for s in index.samples]
     return [_Entry(s.name, s.audio() if not s.error else s.name, None, s.error) for s in samples]
 
 
 def _expand(source: str, ignored: list[str]) -> list[_Entry]:
     if is_shard_spec(source):
-        return _shard_entries(source)
+        return _shard_entries(source, ignored)
     path = Path(source).expanduser()
     if path.is_dir():
         scan = scan_folder(path)
