@@ -1,9 +1,12 @@
 """The maeast-embed command line: --help, --version, info."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from helpers import reference_checkpoint, tone, write_audio
 
@@ -69,3 +72,26 @@ def test_help_and_extract_run_with_torchaudio_unimportable(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     assert len(list((tmp_path / "out").rglob("*.npz"))) == 1
+
+
+_CACHES: list[str] = []
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_every_test_has_its_own_cache_and_subprocesses_inherit_it(run):
+    """conftest's isolation: no test reads the user's caches (~/.cache/maeast_embed/precision.json
+    would decide `--dtype auto`), each test starts empty, and a child process sees the same."""
+    from maeast_embed.checkpoint import cache_dir
+
+    home_cache = (Path.home() / ".cache").resolve()
+    for name in ("MAEAST_CACHE", "XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME", "MPLCONFIGDIR"):
+        assert not Path(os.environ[name]).resolve().is_relative_to(home_cache), name
+    cache = cache_dir()
+    assert str(cache) == os.environ["MAEAST_CACHE"] and not (cache.exists() and any(cache.iterdir()))
+    assert str(cache) not in _CACHES
+    _CACHES.append(str(cache))
+    cache.mkdir(parents=True)
+    (cache / "precision.json").write_text("{}")  # the next test must not see it
+    code = "from maeast_embed.checkpoint import cache_dir; print(cache_dir())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == str(cache)

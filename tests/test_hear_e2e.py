@@ -100,14 +100,17 @@ def test_hear_validator_command_after_register(hooked_python, tiny_frame_ckpt, t
 
 
 def test_without_the_hook_the_tools_fail_here(tmp_path):
-    """The control for the hook runs: heareval's runner needs tensorflow, which is not installed."""
+    """The control for the hook runs: heareval's runner needs tensorflow, which is not installed.
+    Run with `-S` and the site dirs on sys.path without their .pth files, so a HEAR hook
+    registered in this environment stays inactive."""
     import importlib.util
+    import site
 
-    from hear_module.cli import HOOK
-    from maeast_embed.sitehook import default_site_dir
-
-    if importlib.util.find_spec("tensorflow") is not None or HOOK.installed(default_site_dir()):
-        pytest.skip("tensorflow, or the HEAR hook, is installed here")
-    result = subprocess.run([sys.executable, "-m", "heareval.embeddings.runner", "--help"],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert result.returncode != 0 and "tensorflow" in result.stderr
+    if importlib.util.find_spec("tensorflow") is not None:
+        pytest.xfail("tensorflow is installed here, so heareval's runner works without the hook")
+    dirs = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    code = (f"import sys, runpy; sys.path[1:1] = {dirs!r}; sys.argv[1:] = ['--help'];"
+            "runpy.run_module('heareval.embeddings.runner', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=300)
+    assert result.returncode != 0 and "tensorflow" in result.stderr, result.stderr[-2000:]
