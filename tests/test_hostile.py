@@ -346,8 +346,8 @@ def test_a_header_shorter_than_the_audio_is_streamed_not_held(tmp_path, tiny_pat
         load_audio(tmp_path / "in" / "liar.flac", max_seconds=2.0)
     real = decoding_module.probe
 
-    def lying(source):
-        info = real(source)
+    def lying(source, **kwargs):
+        info = real(source, **kwargs)
         return AudioInfo(info.path, info.sample_rate, info.channels, 16000) if "liar" in str(source) else info
 
     monkeypatch.setattr(decoding_module, "probe", lying)

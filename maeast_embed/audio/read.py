@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,14 +49,15 @@ class AudioInfo:
         return resampled_length(self.frames, self.sample_rate)
 
 
-def probe(path: Source) -> AudioInfo:
+def probe(path: Source, progress: Callable[[float], None] | None = None) -> AudioInfo:
     """Read the header only (FFmpeg: the metadata and the first packet); raises AudioError for
-    files that cannot be decoded."""
+    files that cannot be decoded. Where no metadata gives the length, the file is decoded to
+    count it, and `progress(seconds)` hears the seconds counted so far (for time limits)."""
     with open_decoder(path) as decoder:
         frames = decoder.frames
         exact = decoder.frames_exact and frames is not None
         if frames is None:  # no length anywhere in the metadata: decode to count
-            frames = _count(decoder)
+            frames = _count(decoder, progress)
             exact = True
         info = AudioInfo(source_name(path), decoder.sample_rate, decoder.channels, int(frames), exact,
                          decoder.backend)
@@ -69,10 +70,12 @@ class LongerThan(AudioError):
     """The decoded audio runs past the length `load_audio` was allowed to hold."""
 
 
-def _count(decoder: Decoder) -> int:
+def _count(decoder: Decoder, progress: Callable[[float], None] | None = None) -> int:
     total = 0
     while block := decoder.read(block_frames(decoder.channels)).shape[0]:
         total += block
+        if progress is not None:
+            progress(total / decoder.sample_rate)
     return total
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -40,13 +40,14 @@ def describe_error(err: BaseException) -> str:
     return str(err) if isinstance(err, MAEASTError) else f"{type(err).__name__}: {err}"
 
 
-def decode(job: Job, options: ExtractOptions, on_duration=None) -> Decoded:
+def decode(job: Job, options: ExtractOptions, on_duration: Callable[[float], None] | None = None) -> Decoded:
     """Decode one job (whole, or marked for streaming when longer than `stream_seconds`, by its
-    header or by what decoding finds); `on_duration(seconds)` hears the header's duration."""
+    header or by what decoding finds); `on_duration(seconds)` hears the header's duration (or,
+    for a file without one, the seconds counted so far)."""
     if job.error is not None:
         return Decoded(job, error=job.error)
     try:
-        info = probe(job.input)
+        info = probe(job.input, progress=on_duration)
         if on_duration is not None:
             on_duration(info.duration)
         if info.samples_16k < FRAME_LENGTH:
