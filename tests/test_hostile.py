@@ -507,10 +507,23 @@ def run_fuzz(tmp_path: Path, seeds: dict[str, bytes], per_format: int, ckpt: Pat
     dataset = ClipDataset(report.clips, 400)
     for i, clip in enumerate(report.clips):  # the pretraining loader's read: a window or None
         dataset[Window(0, i, 0, clip.num_samples)]
+    probed = time.monotonic() - started_probe
+
+    started_command = time.monotonic()  # `maeast-embed probe` (formats as classes, fbank baseline)
+    report_dir = tmp_path / "probe"
+    args = ["probe", str(src), "-m", "fbank", "--folds", "2", "--l2", "0.01", "-o", str(report_dir), "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    report = json.loads((report_dir / "report.json").read_text())
+    skipped = report["models"][0]["skipped"]
+    assert report["dataset"]["num_clips"] == len(names) and set(skipped["files"]) <= set(names)
+    assert len(skipped["files"]) == min(skipped["count"], 100)  # the report lists the first 100
+    assert not {f"{fmt}/seed.{fmt}" for fmt in FORMATS} & set(skipped["files"])
     failed = len(names) - len(ok)
-    print(f"fuzz: {len(names)} files ({per_format} mutants + 1 seed per format), {failed} failed, "
-          f"extract {seconds:.1f} s, probe + loader {time.monotonic() - started_probe:.1f} s")
-    figures = {"files": len(names), "failed": failed, "seconds": seconds}
+    print(f"fuzz: {len(names)} files ({per_format} mutants + 1 seed per format), {failed} failed in extract "
+          f"({seconds:.1f} s), probe + loader {probed:.1f} s, `probe` command {skipped['count']} skipped "
+          f"({time.monotonic() - started_command:.1f} s)")
+    figures = {"files": len(names), "failed": failed, "seconds": seconds, "probe_skipped": skipped["count"]}
     (tmp_path / "fuzz.json").write_text(json.dumps(figures))
 
 
