@@ -16,7 +16,7 @@ torch.set_num_threads(2)
 # (function fixture below); the session gets one too, so module/session fixtures and libraries
 # that read these variables once at import (huggingface_hub, matplotlib) never see the user's.
 CACHE_VARS = ("MAEAST_CACHE", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "TORCH_HOME", "HF_HOME",
-              "HF_DATASETS_CACHE", "HUGGINGFACE_HUB_CACHE", "MPLCONFIGDIR", "S3PRL_CACHE")
+              "HF_DATASETS_CACHE", "HUGGINGFACE_HUB_CACHE", "MPLCONFIGDIR")
 _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="maeast-test-caches-"))
 _SAVED = {name: os.environ.get(name) for name in CACHE_VARS}
 

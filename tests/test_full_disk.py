@@ -170,3 +170,12 @@ def test_pretrain_full_disk_then_resume(where, one_small_disk, tmp_path):
     final = read_checkpoint(run / "final.pt")
     assert all(torch.isfinite(v).all() for v in final["model"].values() if v.is_floating_point())
     _no_leftovers(run)
+
+
+def test_extract_into_an_unusable_folder_names_it(tmp_path, tiny_patch_ckpt):
+    write_audio(tmp_path / "in" / "a.wav", tone(1.0))
+    (tmp_path / "file").write_text("not a folder")
+    result = CliRunner().invoke(main, ["extract", str(tmp_path / "in"), "-o", str(tmp_path / "file" / "out"),
+                                       "--model", str(tiny_patch_ckpt), "--dtype", "float32"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Error: cannot create {tmp_path / 'file' / 'out'}: Not a directory" in result.output

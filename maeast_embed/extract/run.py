@@ -98,7 +98,8 @@ def run_extract(
     started = time.perf_counter()
     check_layer(embedder, options.layer)
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with writing(output_dir, "create"):  # read-only, full, not a folder: an OutputError naming it
+        output_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = output_dir / manifest_name(options.shard)
     with run_lock(lock_path(output_dir, manifest_path.name)) as left_by:
         return _run_locked(inputs, output_dir, manifest_path, embedder, options, progress, started, left_by)
