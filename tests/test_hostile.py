@@ -169,11 +169,16 @@ def test_list_files_with_paths_outside_their_folder(tmp_path, tiny_patch_ckpt):
     write_audio(tmp_path / "other" / "y.flac", noise(1.0))
     write_audio(tmp_path / "lists" / "sub" / "in.wav", chirp(1.0))
     listing = tmp_path / "lists" / "sub" / "list.txt"
-    listing.write_text(f"../../x.wav\n{tmp_path / 'other' / 'y.flac'}\nin.wav\n")
+    listing.write_text(f"../../x.wav\n{tmp_path / 'other' / 'y.flac'}\nin.wav\nnul\x00name.wav\n")
     out = tmp_path / "out"
     before = files_under(tmp_path)
     result = extract(listing, "-o", out, "--model", tiny_patch_ckpt)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
+    _, files = read_manifest(out / "manifest.jsonl")
+    assert {Path(k).name: r["status"] for k, r in files.items()} == {
+        "x.wav": "ok", "y.flac": "ok", "in.wav": "ok", "nul\x00name.wav": "failed"}
+    bad = next(r for k, r in files.items() if "\x00" in k)
+    assert "cannot open" in bad["error"] and "control characters" in bad["renamed"]
     assert files_under(tmp_path) - before == {f"out/{p}" for p in files_under(out)}
     expected = {"x.wav.npz", "other/y.flac.npz", "in.wav.npz"}
     assert {p for p in files_under(out) if p.endswith(".npz")} == expected
