@@ -10,21 +10,23 @@ For `maeast-small` (the packaged default) and a base-size model (12 x 768 patch,
     files/s and speed-up against float32;
   * cosine to float32 of every frame embedding (forward: last layer per token step; extract: the
     written embeddings), worst and mean.
-`auto` is resolved as the Embedder resolves it (its measurement made afresh into a temporary
-cache; building that Embedder is timed as `auto_setup_s`) and reuses the figures of the dtype it
-picked. Prints one JSON object.
+  * batch independence: the forward clips embedded each alone, against the same clips in one
+    batch (and in batches of 3, in reverse order): worst absolute difference and frame cosine.
+`auto` is resolved as the Embedder resolves it (building that Embedder is timed as
+`auto_setup_s`; its reason is printed) and reuses the figures of the dtype it picked. A dtype this
+CPU cannot run is reported with the reason, not timed. Prints one JSON object.
 
-Hide the bf16 units (a stand-in for a laptop) by setting oneDNN's cap before torch starts:
+Rehearse another CPU class by capping the kernels before torch starts, e.g. AVX2 only:
 
     python benchmarks/bench_dtypes.py
-    ONEDNN_MAX_CPU_ISA=AVX512_CORE python benchmarks/bench_dtypes.py
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 \
+        MAEAST_CPU_FLAGS="avx avx2 fma f16c" python benchmarks/bench_dtypes.py
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -38,6 +40,7 @@ import torch
 from maeast_embed import precision
 from maeast_embed.checkpoint import load_model
 from maeast_embed.config import preset
+from maeast_embed.errors import ConfigError
 from maeast_embed.extract import ExtractOptions, run_extract
 from maeast_embed.features import Embedder
 from maeast_embed.frontend import kaldi_fbank
@@ -112,30 +115,54 @@ def extract_runs(embedders: dict[str, Embedder], groups: list[Path], out: Path):
     return {name: files / s for name, s in seconds.items()}, embeddings
 
 
-def bench_model(label: str, model: MAEAST, args, forward_clips, groups: list[Path], tmp: Path) -> dict:
-    embedders = {dtype: Embedder(model, device="cpu", dtype=dtype, batch_size=8) for dtype in DTYPES}
-    times, encoder, feats = forward_times(embedders, forward_clips, args.repeats)
+def batch_independence(embedder: Embedder, clips: list[torch.Tensor]) -> dict[str, float]:
+    """Each clip alone against the same clips batched (all at once; 3 at a time, reversed)."""
+    alone = [embedder.frame_features([clip])[0] for clip in clips]
+    together = embedder.frame_features(clips)
+    size = embedder.batch_size
+    embedder.batch_size = 3
+    reversed_threes = embedder.frame_features(clips[::-1])[::-1]
+    embedder.batch_size = size
+    pairs = [(a, b) for other in (together, reversed_threes) for a, b in zip(alone, other, strict=True)]
+    worst = max(float((a - b).abs().max()) for a, b in pairs)
+    cosine = min(float(torch.nn.functional.cosine_similarity(a, b, dim=-1).min()) for a, b in pairs)
+    return {"max_abs_diff": worst, "min_cosine": round(cosine, 7)}
+
+
+def bench_model(label: str, model: MAEAST, args, forward_clips, varied_clips, groups: list[Path],
+                tmp: Path) -> dict:
     record: dict[str, dict] = {}
+    embedders = {}
     for dtype in DTYPES:
+        try:
+            precision.check_dtype(dtype, torch.device("cpu"), quiet=True)
+        except ConfigError as err:
+            record[dtype] = {"unavailable": str(err)}
+            continue
+        embedders[dtype] = Embedder(model, device="cpu", dtype=dtype, batch_size=8)
+    times, encoder, feats = forward_times(embedders, forward_clips, args.repeats)
+    for dtype in embedders:
         best = min(times[dtype])
         record[dtype] = {
+            "support": precision.dtype_support(torch.device("cpu"))[dtype].status,
             "forward_s": round(best, 3),
             "forward_median_s": round(statistics.median(times[dtype]), 3),
             "forward_speedup": round(min(times["float32"]) / best, 2),
             "encoder_s": round(min(encoder[dtype]), 3),
             "encoder_speedup": round(min(encoder["float32"]) / min(encoder[dtype]), 2),
             "cosine_forward": cosines(feats["float32"], feats[dtype]),
+            "batch_independence": batch_independence(embedders[dtype], varied_clips),
         }
     rates, extracted = extract_runs(embedders, groups, tmp / label)
-    for dtype in DTYPES:
+    for dtype in embedders:
         record[dtype]["extract_files_per_s"] = round(rates[dtype], 2)
         record[dtype]["extract_speedup"] = round(rates[dtype] / rates["float32"], 2)
         record[dtype]["cosine_extract"] = cosines(extracted["float32"], extracted[dtype])
-    os.environ["MAEAST_CACHE"] = str(tmp / f"cache-{label}")  # auto measures afresh
-    precision._GAINS.clear()
     start = time.perf_counter()
-    auto = Embedder(model, device="cpu", dtype="auto").dtype
-    record["auto"] = {"picks": auto, "auto_setup_s": round(time.perf_counter() - start, 3), **record[auto]}
+    auto = Embedder(model, device="cpu", dtype="auto")
+    setup = round(time.perf_counter() - start, 3)
+    record["auto"] = {"picks": auto.dtype, "reason": auto.dtype_reason, "auto_setup_s": setup,
+                      **record[auto.dtype]}
     return record
 
 
@@ -153,20 +180,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     forward_clips = [torch.from_numpy(w) for w in real_speech(args.data, 8, 10, 0)]
-    report = precision.cpu_report()
+    speech = np.concatenate(real_speech(args.data, 1, 14, 400))
+    seconds = (0.7, 1.9, 3.3, 5.0, 7.1, 12.6)
+    varied_clips = [torch.from_numpy(speech[: int(s * 16000)].copy()) for s in seconds]
     record = {
         "benchmark": "dtypes",
         "torch": torch.__version__,
         "threads": args.threads,
-        "cpu": {
-            "model": report.model_name,
-            "aten_capability": report.capability,
-            "ONEDNN_MAX_CPU_ISA": report.onednn_max_isa,
-            "FBGEMM_ENABLE_INSTRUCTIONS": report.fbgemm_isa,
-            "amx_bf16": report.amx_bf16,
-            "bf16_units": report.bf16_units,
-            "int8_exact": report.int8_exact,
-        },
+        "cpu": precision.cpu_report().summary(),
+        "varied_clips": "6 clips of 0.7-12.6 s real speech (batch independence)",
         "forward_batch": "8 x 10 s real speech, one batch (fbank + encoder + float32 features)",
         "extract_files": f"{args.files} x {args.file_seconds} s real speech FLAC in {args.groups} "
         "interleaved runs per dtype, 2 decode threads, batch 8",
@@ -181,7 +203,8 @@ def main() -> None:
         for name in args.models.split(","):
             model = base_model() if name == "base" else load_model(name)
             label = "base-12x768-random" if name == "base" else name
-            record["models"][label] = bench_model(name, model, args, forward_clips, groups, Path(tmp))
+            record["models"][label] = bench_model(name, model, args, forward_clips, varied_clips, groups,
+                                                  Path(tmp))
     print(json.dumps(record))
 
 

@@ -20,6 +20,7 @@ from .errors import MAEASTError
 
 ENTRY_POINT_GROUP = "maeast_embed.commands"
 CORE = {
+    "doctor": "maeast_embed.cli_doctor:doctor",
     "extract": "maeast_embed.cli_extract:extract",
     "pretrain": "maeast_embed.pretrain.cli:pretrain",
     "status": "maeast_embed.cli_status:status",

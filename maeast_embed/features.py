@@ -27,9 +27,13 @@ from .frontend import (
     token_centre_seconds,
 )
 from .model import MAEAST
-from .precision import check_dtype, compute_dtype, inference_model, resolve_dtype
+from .precision import auto_dtype, check_dtype, compute_dtype, inference_model
 
 LayerSpec = str | int | Sequence[int]
+# Windows are encoded at their token count rounded up to this: the attention kernels reduce over
+# keys in SIMD blocks and GEMM panels whose split depends on the sequence length, so a clip must
+# be encoded at the same length alone and in a batch to give the same numbers.
+TOKEN_ALIGN = 16
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,17 @@ def plan_windows(num_samples: int, kernel_time: int, chunk_steps: int, clip: int
         length = (steps * kernel_time - 1) * FRAME_SHIFT + FRAME_LENGTH
         windows.append(Window(clip, first * step_samples, length, first, steps))
     return windows
+
+
+def pad_tokens(tokens: Tensor, padding_mask: Tensor | None, length: int) -> tuple[Tensor, Tensor | None]:
+    """Tokens [B, L, C] zero-padded (and masked) to `length` >= L tokens."""
+    batch, current, _ = tokens.shape
+    if current == length:
+        return tokens, padding_mask
+    if padding_mask is None:
+        padding_mask = torch.zeros(batch, current, dtype=torch.bool, device=tokens.device)
+    tokens = torch.nn.functional.pad(tokens, (0, 0, 0, length - current))
+    return tokens, torch.nn.functional.pad(padding_mask, (0, length - current), value=True)
 
 
 def select_layers(hidden_states: Sequence[Tensor], layer: LayerSpec) -> Tensor:
@@ -117,10 +132,11 @@ class Embedder:
     Args:
         model: an MAEAST, a checkpoint path, or a registered name.
         device: 'auto', 'cpu', 'cuda', ... (the model is moved there).
-        dtype: compute dtype of the encoder: 'auto' (bfloat16 where the device has fast bf16
-            units, int8 on a CPU without them where that measures faster and agrees with
-            float32, else float32; see `maeast_embed.precision`), 'float32', 'bfloat16',
-            'float16' or 'int8' (CPU). `self.dtype` holds the one in use. Other than float32,
+        dtype: compute dtype of the encoder: 'auto' (bfloat16 on AMX CPUs and GPUs with native
+            bf16, per-token int8 on other x86 CPUs for a model whose int8 features agree with
+            float32, else float32; see `maeast_embed.precision.policy`), 'float32', 'bfloat16',
+            'float16' or 'int8' (CPU). `self.dtype` holds the one in use and `self.dtype_reason`
+            why. Other than float32,
             the encoder runs from a copy held in that dtype (a model passed in is not changed).
             The fbank is always float32 and outputs are float32.
         batch_size: windows per forward pass.
@@ -143,7 +159,9 @@ class Embedder:
         check_dtype(dtype, self.device)  # before the checkpoint is read
         if not isinstance(model, MAEAST):
             model = load_model(model, trust_checkpoint=trust_checkpoint)
-        self.dtype = resolve_dtype(dtype, self.device, model)
+        choice = auto_dtype(self.device, model) if dtype == "auto" else None
+        self.dtype = choice.dtype if choice else dtype
+        self.dtype_reason = choice.reason if choice else "asked for"
         self.model = inference_model(model, self.dtype, self.device)
         self.batch_size = batch_size
         cfg = self.model.cfg
@@ -179,42 +197,64 @@ class Embedder:
             wave = torch.nn.functional.pad(wave, (0, self.min_samples - wave.numel()))
         return wave
 
+    def padded_tokens(self, num_samples: int) -> int:
+        """Tokens a window of `num_samples` is encoded with: its whole token steps, padded up
+        to a multiple of TOKEN_ALIGN (the same alone and in any batch; see `pad_tokens`)."""
+        frames = max(0, (num_samples - FRAME_LENGTH) // FRAME_SHIFT + 1)
+        tokens = frames // self.model.cfg.kernel_time * self.model.cfg.tokens_per_step
+        return -(-tokens // TOKEN_ALIGN) * TOKEN_ALIGN
+
     @torch.inference_mode()
     def encode_windows(
         self, windows: Sequence[Tensor], *, layer: LayerSpec = "last", freq_pool: str = "concat"
     ) -> list[Tensor]:
         """Encode aligned windows (each whole token steps) -> [n_layers, steps, D'] float32 on CPU.
 
-        Windows are sorted by length and batched `batch_size` at a time.
+        Windows are grouped by `padded_tokens` and batched `batch_size` at a time within a
+        group, so each is encoded at the same length it has alone: no kernel sees another
+        shape for it, and its numbers never depend on the batch or on the other files.
         """
         if freq_pool not in ("concat", "mean"):
             raise ConfigError(f"freq_pool must be 'concat' or 'mean', got {freq_pool!r}")
-        cfg = self.model.cfg
-        order = sorted(range(len(windows)), key=lambda i: -windows[i].numel())
+        sizes = [self.padded_tokens(w.numel()) for w in windows]
+        order = sorted(range(len(windows)), key=lambda i: (-sizes[i], -windows[i].numel(), i))
         results: list[Tensor | None] = [None] * len(windows)
-        tokens_dtype = compute_dtype(self.dtype)
-        for start in range(0, len(order), self.batch_size):
-            index = order[start : start + self.batch_size]
-            lengths = torch.tensor([windows[i].numel() for i in index])
-            batch = torch.zeros(len(index), int(lengths.max()))
-            for row, i in enumerate(index):
-                batch[row, : windows[i].numel()] = windows[i]
-            batch, lengths = batch.to(self.device), lengths.to(self.device)
-            fbank, frame_lengths = kaldi_fbank(batch, lengths)
-            tokens, padding_mask = self.model.tokenize(fbank, frame_lengths)
-            hidden_states = self.model(tokens.to(tokens_dtype), padding_mask)
-            if layer == "mean":  # average the layers in float32, not in a low-precision dtype
-                hidden_states = [h.float() for h in hidden_states]
-            hidden = select_layers(hidden_states, layer)
-            layers, rows, length, dim = hidden.shape
-            per_step = cfg.tokens_per_step
-            hidden = hidden.float().reshape(layers, rows, length // per_step, per_step, dim)
-            hidden = hidden.flatten(-2) if freq_pool == "concat" else hidden.mean(-2)
-            steps = frame_lengths.div(cfg.kernel_time, rounding_mode="floor").tolist()
-            hidden = hidden.cpu()
-            for row, i in enumerate(index):
-                results[i] = hidden[:, row, : steps[row]].clone()
+        start = 0
+        while start < len(order):
+            size = sizes[order[start]]
+            stop = start + 1
+            while stop < min(len(order), start + self.batch_size) and sizes[order[stop]] == size:
+                stop += 1
+            index = order[start:stop]
+            encoded = self._encode_batch([windows[i] for i in index], size, layer, freq_pool)
+            for i, features in zip(index, encoded, strict=True):
+                results[i] = features
+            start = stop
         return results  # type: ignore[return-value]
+
+    def _encode_batch(
+        self, windows: list[Tensor], size: int, layer: LayerSpec, freq_pool: str
+    ) -> list[Tensor]:
+        """One forward pass over windows that all encode at `size` tokens."""
+        cfg = self.model.cfg
+        lengths = torch.tensor([w.numel() for w in windows])
+        batch = torch.zeros(len(windows), int(lengths.max()))
+        for row, wave in enumerate(windows):
+            batch[row, : wave.numel()] = wave
+        batch, lengths = batch.to(self.device), lengths.to(self.device)
+        fbank, frame_lengths = kaldi_fbank(batch, lengths)
+        tokens, padding_mask = pad_tokens(*self.model.tokenize(fbank, frame_lengths), size)
+        hidden_states = self.model(tokens.to(compute_dtype(self.dtype)), padding_mask)
+        if layer == "mean":  # average the layers in float32, not in a low-precision dtype
+            hidden_states = [h.float() for h in hidden_states]
+        hidden = select_layers(hidden_states, layer)
+        layers, rows, length, dim = hidden.shape
+        per_step = cfg.tokens_per_step
+        hidden = hidden.float().reshape(layers, rows, length // per_step, per_step, dim)
+        hidden = hidden.flatten(-2) if freq_pool == "concat" else hidden.mean(-2)
+        steps = frame_lengths.div(cfg.kernel_time, rounding_mode="floor").tolist()
+        hidden = hidden.cpu()
+        return [hidden[:, row, : steps[row]].clone() for row in range(rows)]
 
     def frame_features(
         self,
