@@ -190,3 +190,22 @@ def test_files_that_are_not_uncompressed_tars(tmp_path, cache):
     junk.write_bytes(os.urandom(3000))
     with pytest.raises(ShardError, match="not an uncompressed tar file"):
         list(iter_samples(str(junk)))
+
+
+def test_members_that_are_not_files_are_counted_and_cached(tmp_path, cache, monkeypatch):
+    path = tmp_path / "mixed.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, kind in (("a.flac", tarfile.REGTYPE), ("link.flac", tarfile.SYMTYPE),
+                           ("dir", tarfile.DIRTYPE), ("pipe.flac", tarfile.FIFOTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "a.flac" if kind == tarfile.SYMTYPE else ""
+            payload = flac_bytes(tone(0.3)) if kind == tarfile.REGTYPE else b""
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    first = index_shard(path)
+    assert [s.key for s in first.samples] == ["a"] and first.samples[0].error is None
+    assert first.ignored == {"symbolic link": 1, "directory": 1, "FIFO": 1}
+    summary = "ignored 3 shard members: FIFO 1, directory 1, symbolic link 1"
+    assert shards.ignored_summary(first.ignored) == summary
+    monkeypatch.setattr(shards, "_walk", lambda p: pytest.fail("the cached index was not used"))
+    assert index_shard(path) == first
