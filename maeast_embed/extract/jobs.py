@@ -21,7 +21,7 @@ class Job:
     """One input (a file, or the audio member of a WebDataset sample) and where its embedding goes."""
 
     input: Source | None  # None: a sample that cannot be read (see `error`)
-    rel: str  # posix path relative to its input root, extension kept (a.wav -> a.wav.npz)
+    rel: str  # safe posix path relative to OUTPUT_DIR, extension kept (a.wav -> a.wav.npz)
     shard: str | None = None  # the shard file of a WebDataset sample
     key: str | None = None  # its WebDataset key
     error: str | None = None  # known before decoding (a sample cut short, no audio member)
@@ -45,7 +45,7 @@ def make_job(source: Source | None, *names: str, **fields: object) -> Job:
 @dataclass
 class Inputs:
     """What a run's inputs expand to: jobs sorted by output name, input-level problems
-    (path, reason), and what folder scans did not treat as audio ('' when nothing)."""
+    (path, reason), and what folder scans and shards left out ('' when nothing)."""
 
     jobs: list[Job] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
