@@ -4,6 +4,9 @@
 #   make extract   set up what the main job needs, then embed AUDIO (default examples/audio/)
 #                  into OUT (default embeddings/) with the packaged offline model
 #   make test      set up what the tests need (system tools, every extra), then lint and test
+#   make test-core the core alone on the newer torch line (constraints-torch213.txt: no torchaudio,
+#                  no extra) in its own virtualenv CORE_VENV: the main job, then the test suite
+#                  (the tests that need an extra or torchaudio skip, saying why)
 #
 # Everything goes into the active virtualenv, or into ./.venv (created) when none is active.
 
@@ -12,10 +15,12 @@ VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 AUDIO ?= examples/audio
 OUT ?= embeddings
 PIP := $(VENV)/bin/python -m pip install -q -c constraints.txt
+CORE_VENV ?= .venv-core
+CORE_TORCH := $(shell sed -n 's/^torch==//p' constraints-torch213.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_ROOT_USER_ACTION := ignore
 
-.PHONY: extract test
+.PHONY: extract test test-core
 extract: $(VENV)/.maeast-core
 	$(VENV)/bin/maeast-embed extract $(AUDIO) -o $(OUT)
 
@@ -35,6 +40,24 @@ $(VENV)/.maeast-core: setup.cfg pyproject.toml constraints.txt | $(VENV)/bin/pyt
 $(VENV)/.maeast-all: $(VENV)/.maeast-core
 	$(PIP) -e ".[all]"
 	$(PIP) --no-deps heareval==2021.1.3 hearvalidator==2021.0.2
+	touch $@
+
+test-core: $(CORE_VENV)/.maeast-core system-tools
+	rm -rf $(CORE_VENV)/embeddings
+	$(CORE_VENV)/bin/maeast-embed extract $(AUDIO) -o $(CORE_VENV)/embeddings --quiet
+	$(CORE_VENV)/bin/python -m pytest -q -rs
+
+$(CORE_VENV)/bin/python:
+	$(PYTHON) -m venv $(CORE_VENV)
+
+# as a user would: a virtualenv already holding the newer torch, then the package with no
+# constraints; it must keep that torch (no downgrade) and bring no torchaudio
+$(CORE_VENV)/.maeast-core: setup.cfg pyproject.toml constraints-torch213.txt | $(CORE_VENV)/bin/python
+	$(CORE_VENV)/bin/python -m pip install -q -c constraints-torch213.txt torch
+	$(CORE_VENV)/bin/python -m pip install -q -e . pytest
+	$(CORE_VENV)/bin/python -c "import importlib.util as u, torch; \
+	  assert torch.__version__.split('+')[0] == '$(CORE_TORCH)', torch.__version__; \
+	  assert u.find_spec('torchaudio') is None, 'torchaudio was installed'"
 	touch $@
 
 # speech and sound generators the tests use (Debian/Ubuntu packages)
