@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import pickle
 import urllib.error
@@ -19,6 +18,7 @@ import torch
 from . import defaults
 from .atomic import atomic_open
 from .config import ModelConfig
+from .digest import sha256_file
 from .errors import CheckpointError, ConfigError
 from .model import MAEAST, sinusoid_table
 
@@ -70,14 +70,6 @@ class CheckpointInfo:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("MAEAST_CACHE", Path.home() / ".cache" / "maeast_embed"))
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict[str, Any]:
@@ -139,8 +131,11 @@ def checkpoint_config(state: dict[str, Any], *, source: str = "checkpoint") -> t
     return config, True
 
 
-def model_from_checkpoint(state: dict[str, Any], *, source: str = "checkpoint") -> MAEAST:
-    """Build an MAEAST from an official-layout dict (see `checkpoint_config`)."""
+def model_from_checkpoint(
+    state: dict[str, Any], *, source: str = "checkpoint", positions: bool = True
+) -> MAEAST:
+    """Build an MAEAST from an official-layout dict (see `checkpoint_config`). `positions=False`:
+    the weights carry no position tables (a Hub folder's; they are recomputed)."""
     config, with_decoder = checkpoint_config(state, source=source)
     model = MAEAST(config, with_decoder=with_decoder)
     weights = dict(state["model"])
@@ -148,7 +143,7 @@ def model_from_checkpoint(state: dict[str, Any], *, source: str = "checkpoint") 
         weights = {k: v for k, v in weights.items() if not k.startswith(DECODER_PREFIXES)}
     for key in POSITION_KEYS:
         table = weights.pop(key, None)
-        if with_decoder or table is not None:
+        if (with_decoder and positions) or table is not None:
             _check_position_table(table, config, key, source)
     expected = set(model.state_dict())
     missing, unexpected = expected - set(weights), set(weights) - expected
@@ -279,8 +274,11 @@ def download(url: str, dest: Path, *, progress: bool = True) -> Path:
 
 
 def resolve(source: str | os.PathLike, *, progress: bool = True) -> tuple[Path, str | None]:
-    """A local path for `source`: a file path, a packaged model (sha256-checked), or an official
-    name (downloaded once)."""
+    """A local path for `source`: a file or Hub folder path, a packaged model (sha256-checked),
+    an official name (downloaded once), or a Hugging Face Hub name `org/name[@revision]` or
+    `hf://org/name` (a folder in huggingface_hub's cache)."""
+    from . import hub
+
     text = str(source)
     if text in PACKAGED:
         return _packaged(text), text
@@ -289,12 +287,28 @@ def resolve(source: str | os.PathLike, *, progress: bool = True) -> tuple[Path, 
         dest = cache_dir() / url.rsplit("/", 1)[-1]
         return (dest if dest.is_file() else download(url, dest, progress=progress)), text
     path = Path(text).expanduser()
-    if not path.exists():
-        raise CheckpointError(
-            f"no checkpoint file {text!r} and no registered model of that name "
-            f"(registered: {', '.join(sorted([*PACKAGED, *REGISTRY]))})"
-        )
-    return path, None
+    if path.exists() and not text.startswith("hf://"):
+        if path.is_dir() and not hub.is_hub_folder(path):
+            raise CheckpointError(f"{path} is a folder without {hub.CONFIG}: not a maeast-embed Hub folder")
+        return path, None
+    if (name := hub.parse_hub_name(text)) is not None:
+        return hub.download(*name), text
+    raise CheckpointError(
+        f"no checkpoint file {text!r} and no registered model of that name "
+        f"(registered: {', '.join(sorted([*PACKAGED, *REGISTRY]))}; Hub models: org/name[@revision])"
+    )
+
+
+def read_hub_folder(folder: Path) -> tuple[dict[str, Any], str]:
+    """A Hub folder (see `maeast_embed.hub`) as an official-layout dict without position tables,
+    and its weights' sha256."""
+    from .hub import read_folder
+
+    cfg, weights, with_decoder, digest = read_folder(folder)
+    state: dict[str, Any] = {"cfg": cfg, "model": weights}
+    if not with_decoder:
+        state["maeast_embed"] = {"format": ENCODER_ONLY_FORMAT}
+    return state, digest
 
 
 def load_model(
@@ -304,12 +318,18 @@ def load_model(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> MAEAST:
-    """Load an MAE-AST model in eval mode from a path or a registered name.
+    """Load an MAE-AST model in eval mode from a file, a Hub folder, a registered name or a
+    Hugging Face Hub name (see `resolve`).
 
     The returned model carries `.checkpoint` (a `CheckpointInfo`) for provenance records.
     """
     path, name = resolve(source, progress=progress)
-    model = model_from_checkpoint(read_checkpoint(path, trust=trust_checkpoint), source=str(path))
-    digest = PACKAGED[name].sha256 if name in PACKAGED else sha256_file(path)  # packaged: checked by resolve
+    if path.is_dir():  # a Hub folder: safetensors, never unpickled
+        state, digest = read_hub_folder(path)
+        model = model_from_checkpoint(state, source=str(path), positions=False)
+    else:
+        model = model_from_checkpoint(read_checkpoint(path, trust=trust_checkpoint), source=str(path))
+        packaged = name in PACKAGED  # its sha256 was checked by resolve
+        digest = PACKAGED[name].sha256 if packaged else sha256_file(path)
     model.checkpoint = CheckpointInfo(path=str(path), sha256=digest, name=name)
     return model.to(device).eval()

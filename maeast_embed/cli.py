@@ -20,7 +20,9 @@ from .errors import MAEASTError
 
 ENTRY_POINT_GROUP = "maeast_embed.commands"
 CORE = {
+    "convert": "maeast_embed.cli_convert:convert",
     "doctor": "maeast_embed.cli_doctor:doctor",
+    "export": "maeast_embed.cli_export:export",
     "extract": "maeast_embed.cli_extract:extract",
     "pretrain": "maeast_embed.pretrain.cli:pretrain",
     "status": "maeast_embed.cli_status:status",
