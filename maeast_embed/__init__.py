@@ -19,6 +19,7 @@ _PUBLIC = {
     "AudioError": ".errors",
     "CheckpointError": ".errors",
     "ConfigError": ".errors",
+    "load_embeddings": ".extract.reader",
 }
 
 __all__ = ["__version__", *_PUBLIC]

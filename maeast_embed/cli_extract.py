@@ -79,11 +79,20 @@ Exits with status 1 if any file failed (after processing all the others).
               help="I/N: process only shard I (0-based) of N; each shard writes manifest.shard-I-of-N.jsonl. "
               "auto: from torchrun (RANK/WORLD_SIZE) or SLURM (SLURM_PROCID/SLURM_NTASKS, job arrays) "
               "when launched by one, else 0/1; on CUDA each process then uses cuda:LOCAL_RANK.")
+@click.option("--format", "out_format", type=click.Choice(["npz", "parquet", "webdataset"]), default="npz",
+              show_default=True,
+              help="npz: one .npz per input; parquet: part files of many clips (one row each); webdataset: "
+              "tar parts of <key>.npy + <key>.json samples. Parts are committed whole and resumed.")
+@click.option("--part-size", type=click.IntRange(min=1), default=None,
+              help="Clips per part (parquet, webdataset) [default: about 256 MB per part].")
+@click.option("--storage-dtype", type=click.Choice(["float32", "float16"]), default="float32",
+              show_default=True, help="Dtype the embeddings are stored in (float16: half the size).")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar, no summary (failures still go to stderr).")
 @trust_option
 def extract(inputs, output_dir, model, granularity, layer, pool, freq_pool, batch_size, device, dtype,
-            num_workers, chunk_seconds, overwrite, file_timeout, shard, quiet, trust_checkpoint) -> None:
+            num_workers, chunk_seconds, overwrite, file_timeout, shard, out_format, part_size, storage_dtype,
+            quiet, trust_checkpoint) -> None:
     import torch
 
     from .extract import ExtractOptions, parse_shard, parse_timeout, run_extract
@@ -95,7 +104,8 @@ def extract(inputs, output_dir, model, granularity, layer, pool, freq_pool, batc
         options = ExtractOptions(
             granularity=granularity, layer=parse_layer(layer), pool=pool, freq_pool=freq_pool,
             num_workers=num_workers, overwrite=overwrite, shard=parse_shard(shard),
-            file_timeout=parse_timeout(file_timeout),
+            file_timeout=parse_timeout(file_timeout), format=out_format, part_size=part_size,
+            storage_dtype=storage_dtype,
         )
         embedder = Embedder(model, device=device, dtype=dtype, batch_size=batch_size,
                             chunk_seconds=chunk_seconds, trust_checkpoint=trust_checkpoint)

@@ -35,16 +35,28 @@ class FrameSpool:
         inner = (self.steps, self.dim)
         return (len(self.files), *inner) if self.keep_layer_axis else inner
 
-    def write_npy(self, out: IO[bytes]) -> None:
+    def write_npy(self, out: IO[bytes], dtype: str = "float32") -> None:
         header = {
-            "descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+            "descr": np.lib.format.dtype_to_descr(np.dtype(dtype).newbyteorder("<")),
             "fortran_order": False,
             "shape": self.shape,
         }
         np.lib.format.write_array_header_1_0(out, header)
         for handle in self.files:
             handle.seek(0)
-            shutil.copyfileobj(handle, out, 1 << 22)
+            if dtype == "float32":
+                shutil.copyfileobj(handle, out, 1 << 22)
+                continue
+            while block := handle.read(1 << 22):
+                out.write(np.frombuffer(block, "<f4").astype(dtype).tobytes())
+
+    def array(self, dtype: str = "float32") -> np.ndarray:
+        """The whole output in memory (for the formats that store it in one row)."""
+        layers = []
+        for handle in self.files:
+            handle.seek(0)
+            layers.append(np.frombuffer(handle.read(), "<f4").astype(dtype).reshape(self.steps, self.dim))
+        return np.stack(layers) if self.keep_layer_axis else layers[0]
 
     def close(self) -> None:
         for handle in self.files:
@@ -52,11 +64,13 @@ class FrameSpool:
 
 
 def write_npz_atomic(
-    path: Path, arrays: dict[str, np.ndarray | FrameSpool], root: Path | None = None
+    path: Path, arrays: dict[str, np.ndarray | FrameSpool], root: Path | None = None,
+    spool_dtype: str = "float32",
 ) -> None:
     """Write an uncompressed .npz (np.load reads it) to a temporary name unique to this write
     (`.<name>.<random>.tmp`), fsync, rename. With `root`, first prove (`outpaths.confined`)
-    that `path` lies under it (an OutputPathError, an OSError, if not)."""
+    that `path` lies under it (an OutputPathError, an OSError, if not). A FrameSpool is stored
+    as `spool_dtype`."""
     if root is not None:
         path = confined(root, path)
     with atomic_open(path, "wb", suffix=TMP_SUFFIX) as handle:
@@ -64,7 +78,7 @@ def write_npz_atomic(
             for name, value in arrays.items():
                 with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                     if isinstance(value, FrameSpool):
-                        value.write_npy(member)
+                        value.write_npy(member, spool_dtype)
                     else:
                         np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
 

@@ -10,6 +10,8 @@ from .launch import shard_from_environment
 
 AUTO_TIMEOUT_BASE = 60.0  # seconds, plus
 AUTO_TIMEOUT_FACTOR = 10.0  # x the duration of the audio being decoded
+FORMATS = ("npz", "parquet", "webdataset")
+STORAGE_DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class ExtractOptions:
     stream_seconds: float = 600.0
     block_seconds: float = 120.0
     file_timeout: float | None = None
+    format: str = "npz"  # npz: one file per input; parquet, webdataset: parts of many clips
+    storage_dtype: str = "float32"  # of the stored embeddings (timestamps stay float64)
+    part_size: int | None = None  # clips per part (parquet, webdataset); None: about 256 MB
 
     def __post_init__(self) -> None:
         if self.granularity not in ("clip", "frame"):
@@ -49,6 +54,12 @@ class ExtractOptions:
             raise ConfigError(f"shard must be I/N with 0 <= I < N, got {index}/{count}")
         if self.stream_seconds <= 0 or self.block_seconds <= 0:
             raise ConfigError("stream_seconds and block_seconds must be positive")
+        if self.format not in FORMATS:
+            raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.storage_dtype not in STORAGE_DTYPES:
+            raise ConfigError(f"storage_dtype must be float32 or float16, got {self.storage_dtype!r}")
+        if self.part_size is not None and self.part_size < 1:
+            raise ConfigError(f"part_size must be at least 1, got {self.part_size}")
         if self.file_timeout is not None and not self.file_timeout >= 0:
             raise ConfigError(f"file_timeout must be 0 (no limit), a number of seconds or None (auto), "
                               f"got {self.file_timeout!r}")

@@ -20,6 +20,9 @@ from .lock import lock_path, run_lock
 from .manifest import manifest_name, read_manifest, run_header, run_signature
 from .npz import FrameSpool, remove_leftovers, write_npz_atomic
 from .options import ExtractOptions
+from .partrun import PartOutput
+from .parts import Row
+from .result import Result
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Summary:
     seconds: float = 0.0
     taken_over: str | None = None  # the holder of a lock a killed run left
     ignored: str = ""  # what folder scans did not treat as audio
+    repaired: list[tuple[str, str]] = field(default_factory=list)  # broken parts found, set aside
 
     @property
     def ok(self) -> bool:
@@ -47,6 +51,7 @@ class Summary:
         )
         out = [f"took over the lock of a killed run ({self.taken_over})"] if self.taken_over else []
         out += [self.ignored] if self.ignored else []
+        out += [f"BROKEN PART {path}: {reason}" for path, reason in self.repaired]
         out += [
             f"{self.done} embedded, {self.skipped} skipped (already done), {len(self.failed)} failed "
             f"in {self.seconds:.1f} s ({self.audio_seconds:.1f} s of audio{rate})",
@@ -119,7 +124,8 @@ def _run_locked(
     signature = run_signature(embedder, options)
     if headers and not options.overwrite and headers[-1].get("signature") != signature:
         old = headers[-1].get("signature", {})
-        changed = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in signature.items() if old.get(k) != v)
+        changed = ", ".join(f"{k}: {old.get(k)!r} -> {signature.get(k)!r}"
+                            for k in dict.fromkeys([*signature, *old]) if old.get(k) != signature.get(k))
         raise ConfigError(
             f"{output_dir} holds embeddings made with other settings ({changed}); "
             "pass --overwrite to redo them or choose another output folder"
@@ -150,33 +156,59 @@ def _run_locked(
         entry["elapsed"] = round(time.perf_counter() - started, 3)
         record(entry)
 
-    record(run_header(embedder, options, [str(i) for i in inputs], files=len(jobs), taken_over=left_by,
-                      ignored=collected.ignored))
+    header = run_header(embedder, options, [str(i) for i in inputs], files=len(jobs), taken_over=left_by,
+                        ignored=collected.ignored)
+    record(header)
+    pending: dict[str, tuple[Job, float, int | None]] = {}  # rows in the open part: job, seconds, frames
+
+    def committed(part: Path, rows: list[Row]) -> None:
+        for row in rows:
+            job, duration, frames = pending.pop(row.key)
+            summary.done += 1
+            summary.audio_seconds += duration
+            record_file(job.name, "ok", job, part, duration=round(duration, 6), frames=frames,
+                        shape=list(row.embedding.shape))
+
+    parts = None if options.format == "npz" else PartOutput(output_dir, options, header, committed)
+    if parts is not None:
+        summary.repaired = parts.problems
     for path, reason in collected.problems:
         summary.failed.append((path, reason))
         record_file(path, "failed", error=reason)
     todo = []
     for job in jobs:
-        out = job.output(output_dir)
-        if out.exists() and not options.overwrite:
+        out = job.output(output_dir) if parts is None else parts.done.get(job.rel)
+        if (out.exists() if parts is None else out is not None) and not options.overwrite:
             before = previous.get(job.name, {})
             summary.skipped += 1
             record_file(job.name, "skipped", job, out, duration=before.get("duration"),
                         frames=before.get("frames"))
         else:
             todo.append(job)
-    remove_leftovers([job.output(output_dir) for job in jobs])  # temporary files of killed runs
+    if parts is None:
+        remove_leftovers([job.output(output_dir) for job in jobs])  # temporary files of killed runs
 
     bar = Progress(len(todo), progress)
     try:
         for result in iter_results(embedder, todo, options, spool_dir=output_dir):
-            job, out = result.job, result.job.output(output_dir)
+            job = result.job
+            if parts is not None:
+                if result.error is None:
+                    pending[job.rel] = (job, result.duration, result.frames)
+                    write_row(parts, job, result, options.storage_dtype)
+                else:
+                    summary.failed.append((job.name, result.error))
+                    record_file(job.name, "failed", job, duration=result.duration, error=result.error)
+                bar.update(result.duration or 0.0)
+                continue
+            out = job.output(output_dir)
             if result.error is None:
                 try:
-                    write_npz_atomic(
-                        out, {"embedding": result.embedding, "timestamps": result.timestamps},
-                        root=output_dir,
-                    )
+                    embedding = result.embedding
+                    if not isinstance(embedding, FrameSpool):
+                        embedding = embedding.astype(options.storage_dtype, copy=False)
+                    write_npz_atomic(out, {"embedding": embedding, "timestamps": result.timestamps},
+                                     root=output_dir, spool_dtype=options.storage_dtype)
                 except OSError as err:  # an OutputError naming `out`
                     if err.errno in FULL_DISK:  # every later file would fail too: stop, clearly
                         raise output_error(out, err) from err
@@ -193,7 +225,31 @@ def _run_locked(
                 summary.failed.append((job.name, result.error))
                 record_file(job.name, "failed", job, duration=result.duration, error=result.error)
             bar.update(result.duration or 0.0)
+        if parts is not None:
+            with writing(parts.writer.target):
+                parts.writer.commit()
+    except BaseException:
+        if parts is not None:
+            parts.writer.abort()
+        raise
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def write_row(parts: PartOutput, job: Job, result: Result, storage_dtype: str) -> None:
+    """Add a result to the open part; an error writing it stops the run (every later row would
+    go to the same part), as an OutputError naming the part."""
+    embedding = result.embedding
+    try:
+        if isinstance(embedding, FrameSpool):
+            array = embedding.array(storage_dtype)
+        else:
+            array = embedding.astype(storage_dtype, copy=False)
+    finally:
+        if isinstance(embedding, FrameSpool):
+            embedding.close()
+    row = Row(job.rel, job.name, job.shard, result.duration, result.frames, result.timestamps, array)
+    with writing(parts.writer.target):
+        parts.writer.add(row)

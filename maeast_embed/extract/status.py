@@ -64,10 +64,15 @@ def shard_status(manifest: Path) -> ShardStatus:
     )
 
 
+def manifests(output_dir: str | Path) -> list[Path]:
+    """The manifests of a folder: manifest.jsonl, then manifest.shard-I-of-N.jsonl in order."""
+    output_dir = Path(output_dir)
+    found = sorted(output_dir.glob("manifest.shard-*-of-*.jsonl"))
+    if (output_dir / MANIFEST).is_file():
+        found.insert(0, output_dir / MANIFEST)
+    return found
+
+
 def folder_status(output_dir: str | Path) -> list[ShardStatus]:
     """One entry per manifest (manifest.jsonl and manifest.shard-I-of-N.jsonl) of the folder."""
-    output_dir = Path(output_dir)
-    manifests = sorted(output_dir.glob("manifest.shard-*-of-*.jsonl"))
-    if (output_dir / MANIFEST).is_file():
-        manifests.insert(0, output_dir / MANIFEST)
-    return [shard_status(m) for m in manifests]
+    return [shard_status(m) for m in manifests(output_dir)]
