@@ -7,6 +7,8 @@
 #   make test-core the core alone on the newer torch line (constraints-torch213.txt: no torchaudio,
 #                  no extra) in its own virtualenv CORE_VENV: the main job, then the test suite
 #                  (the tests that need an extra or torchaudio skip, saying why)
+#   make test-avx2 the precision and extraction tests once more with the kernels capped to AVX2
+#                  and the CPU flags overridden (the class of most AMD and older Intel CPUs)
 #
 # Everything goes into the active virtualenv, or into ./.venv (created) when none is active.
 
@@ -20,7 +22,11 @@ CORE_TORCH := $(shell sed -n 's/^torch==//p' constraints-torch213.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_ROOT_USER_ACTION := ignore
 
-.PHONY: extract test test-core
+# oneDNN, ATen, FBGEMM and MKL capped to AVX2 before torch starts; MAEAST_CPU_FLAGS hides the rest
+AVX2_CAPS := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 \
+	MKL_ENABLE_INSTRUCTIONS=AVX2 MAEAST_CPU_FLAGS="avx avx2 fma f16c"
+
+.PHONY: extract test test-core test-avx2
 extract: $(VENV)/.maeast-core
 	$(VENV)/bin/maeast-embed extract $(AUDIO) -o $(OUT)
 
@@ -41,6 +47,10 @@ $(VENV)/.maeast-all: $(VENV)/.maeast-core
 	$(PIP) -e ".[all]"
 	$(PIP) --no-deps heareval==2021.1.3 hearvalidator==2021.0.2
 	touch $@
+
+test-avx2: $(VENV)/.maeast-all system-tools
+	$(AVX2_CAPS) $(VENV)/bin/python -m pytest -q tests/test_precision.py tests/test_features.py \
+	  tests/test_extract.py tests/test_extract_scale.py tests/test_extract_inputs.py
 
 test-core: $(CORE_VENV)/.maeast-core system-tools
 	rm -rf $(CORE_VENV)/embeddings
