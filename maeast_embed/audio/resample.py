@@ -77,11 +77,12 @@ class _Filter:
         if units == 0:
             return wave.new_zeros(*shape, 0)
         padded = F.pad(wave.reshape(-1, 1, frames), (self.width, self.width + self.orig))
-        out = torch.cat([
+        outs = [
             F.conv1d(padded[..., start : start + (units - 1) * self.orig + kernel.shape[-1]],
                      kernel.to(wave.device), stride=self.orig)
             for start, kernel in self.blocks
-        ], 1)
+        ]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, 1)  # [B, new, units]
         return out.transpose(1, 2).reshape(*shape, units * self.new)[..., :target]
 
 
