@@ -275,7 +275,13 @@ def test_dtypes_stay_close_to_float32(audio_dir, tmp_path, tiny_patch_ckpt):
         assert got.dtype == np.float32 and not np.array_equal(got, ref)
         cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
         assert cos.min() > 0.99, (dtype, cos.min())
-        assert read_manifest(out / "manifest.jsonl")[0][-1]["options"]["dtype"] == dtype
+        options = read_manifest(out / "manifest.jsonl")[0][-1]["options"]
+        assert (options["dtype"], options["dtype_reason"]) == (dtype, "asked for")
+    out = tmp_path / "auto"
+    assert extract(audio_dir / "e.wav", "-o", out, "--model", tiny_patch_ckpt).exit_code == 0
+    options = read_manifest(out / "manifest.jsonl")[0][-1]["options"]
+    choice = Embedder(tiny_patch_ckpt).dtype, Embedder(tiny_patch_ckpt).dtype_reason
+    assert (options["dtype"], options["dtype_reason"]) == choice and choice[1] != "asked for"
 
 
 def test_resume_skips_done_files_and_overwrite_redoes_them(audio_dir, tmp_path, tiny_patch_ckpt):

@@ -109,6 +109,7 @@ def run_header(
             "shard": f"{options.shard[0]}/{options.shard[1]}",
             "device": str(embedder.device),
             "dtype": embedder.dtype,
+            "dtype_reason": embedder.dtype_reason,
             "batch_size": embedder.batch_size,
             "chunk_seconds": round(embedder.chunk_steps * embedder.step_seconds, 6),
         },
