@@ -22,8 +22,8 @@ from .manifest import MANIFEST, read_manifest
 from .npz import write_npz_atomic
 from .options import ExtractOptions
 from .partrun import PartOutput
-from .parts import Row
 from .reader import Embeddings, load_embeddings
+from .rows import Row
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import ConfigError
-from .parts import BrokenPart, Row
+from .rows import BrokenPart, Row
 
 META_KEY = b"maeast_embed"
 
@@ -87,7 +87,9 @@ class _Writer:
         })
         if self.writer is None:
             schema = table.schema.with_metadata({META_KEY: json.dumps(self.meta).encode()})
-            self.writer = pq.ParquetWriter(self.handle, schema, compression="none")
+            self.writer = pq.ParquetWriter(self.handle, schema, compression="none",
+                                           use_dictionary=["shard", "layer"],
+                                           write_statistics=["key", "duration", "frames"])
         self.writer.write_table(table)  # one row group
 
     def close(self) -> None:

@@ -8,16 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .options import ExtractOptions
-from .parts import (
-    PartWriter,
-    Row,
-    list_parts,
-    next_seq,
-    own_part,
-    remove_part_leftovers,
-    scan_parts,
-    set_aside,
-)
+from .parts import PartWriter, list_parts, next_seq, own_part, remove_part_leftovers, scan_parts, set_aside
+from .rows import Row
 
 
 class PartOutput:

@@ -11,55 +11,21 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from ..atomic import atomic_open
-from ..errors import MAEASTError
 from ..outpaths import confined
+from .rows import BrokenPart, PartFile, PartFormat, Row
 
 TMP_SUFFIX = ".tmp"
 BYTES_PER_PART = 256 << 20
 FLUSH_BYTES = 16 << 20  # a Parquet row group, or the tar samples written at once
 EXTENSIONS = {"parquet": ".parquet", "webdataset": ".tar"}
 _PART = re.compile(r"^part-(?:(\d+)-of-(\d+)-)?(\d{6,})\.(parquet|tar)$")
-
-
-class BrokenPart(MAEASTError):
-    """A part that cannot be read whole (cut short, not of its format)."""
-
-
-@dataclass
-class Row:
-    """One input's output: `key` (its name under OUTPUT_DIR, unique in a folder), `input` (the
-    path or SHARD:KEY), `shard` (the WebDataset shard it came from), seconds, frames, arrays."""
-
-    key: str
-    input: str
-    shard: str | None
-    duration: float
-    frames: int | None
-    timestamps: np.ndarray
-    embedding: np.ndarray
-
-
-class PartFile(Protocol):
-    def write(self, rows: list[Row]) -> None: ...
-    def close(self) -> None: ...
-
-
-class PartFormat(Protocol):
-    """How one format writes a part into an open file, lists and reads a committed one."""
-
-    def writer(self, handle: IO[bytes], meta: dict[str, Any]) -> PartFile: ...
-    def keys(self, path: Path) -> list[str]: ...  # raises BrokenPart
-    def rows(self, path: Path) -> Iterator[Row]: ...  # raises BrokenPart
-    def stack(self, path: Path) -> tuple[list[str], np.ndarray] | None: ...  # clip level, fast
 
 
 def part_format(name: str) -> PartFormat:

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from .manifest import iter_records
-from .parts import Row, list_parts, part_format
+from .parts import list_parts, part_format
+from .rows import Row
 from .status import manifests
 
 

@@ -21,8 +21,8 @@ from .manifest import manifest_name, read_manifest, run_header, run_signature
 from .npz import FrameSpool, remove_leftovers, write_npz_atomic
 from .options import ExtractOptions
 from .partrun import PartOutput
-from .parts import Row
 from .result import Result
+from .rows import Row
 
 
 @dataclass

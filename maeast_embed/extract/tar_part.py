@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .parts import BrokenPart, Row
+from .rows import BrokenPart, Row
 
 BLOCK = 512
 
@@ -55,7 +55,7 @@ class _Writer:
 
     def _add(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), self.mtime, 0o644
+        info.size, info.mtime, info.mode = len(data), int(self.mtime), 0o644
         self.tar.addfile(info, io.BytesIO(data))
 
     def write(self, rows: list[Row]) -> None:
