@@ -19,7 +19,8 @@ from helpers import noise, write_audio
 
 from maeast_embed import load_embeddings
 from maeast_embed.cli import main
-from maeast_embed.extract import read_manifest
+from maeast_embed.extract import ExtractOptions, read_manifest, run_extract
+from maeast_embed.features import Embedder
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -284,3 +285,25 @@ def test_convert_between_formats(tmp_path, audio, tiny_patch_ckpt):
             assert np.array_equal(record.timestamps, reference[record.key][1])
         previous = target
     assert npz_arrays(tmp_path / "to-npz")["a.wav"][0].dtype == np.float16
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_long_files_go_into_parts_as_into_npz(tmp_path, tiny_patch_ckpt, fmt):
+    """A file longer than stream_seconds is spooled to disk at frame level: its part row (float32
+    and float16) equals its .npz."""
+    write_audio(tmp_path / "in" / "long.wav", noise(4.3, seed=5))
+    write_audio(tmp_path / "in" / "short.wav", noise(0.9, seed=6))
+    embedder = Embedder(tiny_patch_ckpt, batch_size=2, chunk_seconds=1.28, dtype="float32")
+    runs = {}
+    for name, kind, dtype in [("npz", "npz", "float32"), ("p32", fmt, "float32"), ("p16", fmt, "float16")]:
+        options = ExtractOptions(layer="all", stream_seconds=2.0, block_seconds=1.0, format=kind,
+                                 storage_dtype=dtype)
+        assert run_extract([tmp_path / "in"], tmp_path / name, embedder, options).ok
+        runs[name] = {r.key: r for r in load_embeddings(tmp_path / name)}
+    reference = npz_arrays(tmp_path / "npz")
+    assert reference["long.wav"][0].shape[:2] == (2, 26)  # [L, T, D], streamed in 1 s blocks
+    for key, (embedding, stamps) in reference.items():
+        assert np.array_equal(runs["p32"][key].embedding, embedding)
+        assert np.array_equal(runs["p16"][key].embedding, embedding.astype(np.float16))
+        assert np.array_equal(runs["p32"][key].timestamps, stamps)
+    assert not [p for p in (tmp_path / "p16").iterdir() if p.name.startswith("tmp")]
