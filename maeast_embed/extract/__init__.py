@@ -10,7 +10,10 @@ worker threads and batched across files; long files are streamed block by block.
 
 Modules: `options` (ExtractOptions), `jobs` (inputs -> jobs), `decoding` (decoding threads),
 `streaming` (long files), `engine` (jobs through the embedder; `embed_files`), `npz` (atomic
-output files), `manifest` (headers and records), `run` (`run_extract`).
+output files), `manifest` (headers and records), `run` (`run_extract`). `--format parquet|webdataset`
+writes parts of many clips instead: `rows` (a row, the part-format protocol), `parts` (naming,
+atomic part writer, scan and resume), `parquet_part` and `tar_part` (the two formats), `partrun`
+(the parts side of a run); `reader` (`load_embeddings`, any format) and `convert`.
 """
 
 from .engine import embed_files, iter_results
