@@ -47,8 +47,9 @@ Exits with status 1 if any file failed (after processing all the others).
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Where outputs go.")
 @click.option("--model", "model", default=DEFAULT_MODEL, show_default=True,
-              help="Checkpoint file or registered name: maeast-small (packaged, offline; the default), "
-              "mae-ast-patch or mae-ast-frame (the official models, downloaded once).")
+              help="Checkpoint file, Hub folder or name: maeast-small (packaged, offline; the default), "
+              "mae-ast-patch or mae-ast-frame (the official models, downloaded once), or a Hugging Face "
+              "model org/name[@revision] (through the huggingface_hub cache).")
 @click.option("--granularity", type=click.Choice(["frame", "clip"]), default="frame", show_default=True,
               help="One vector per time step (0.16 s patch / 0.02 s frame model) or one per file.")
 @click.option("--layer", default="last", show_default=True,
@@ -64,6 +65,9 @@ Exits with status 1 if any file failed (after processing all the others).
               help="Encoder compute dtype; outputs are float32. auto: bfloat16 on GPUs and CPUs with fast "
               "bf16 units (AMX, AVX512-BF16 measured faster), else int8 where measured faster and "
               "agreeing with float32, else float32; the manifest records the one used. int8: CPU only.")
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
+              help="onnxruntime: run the model's ONNX export (CPU, float32; exported once and cached by "
+              "checksum) instead of torch.")
 @click.option("--num-workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Threads decoding files ahead of the encoder (0: one; with --file-timeout 0, the main "
               "thread).")
@@ -91,8 +95,8 @@ Exits with status 1 if any file failed (after processing all the others).
               help="No progress bar, no summary (failures still go to stderr).")
 @trust_option
 def extract(inputs, output_dir, model, granularity, layer, pool, freq_pool, batch_size, device, dtype,
-            num_workers, chunk_seconds, overwrite, file_timeout, shard, out_format, part_size, storage_dtype,
-            quiet, trust_checkpoint) -> None:
+            backend, num_workers, chunk_seconds, overwrite, file_timeout, shard, out_format, part_size,
+            storage_dtype, quiet, trust_checkpoint) -> None:
     import torch
 
     from .extract import ExtractOptions, parse_shard, parse_timeout, run_extract
@@ -100,7 +104,8 @@ def extract(inputs, output_dir, model, granularity, layer, pool, freq_pool, batc
     from .features import Embedder, parse_layer
 
     try:
-        device = process_device(device, torch.cuda.is_available())
+        device = process_device("cpu" if backend == "onnxruntime" and device == "auto" else device,
+                                torch.cuda.is_available())
         options = ExtractOptions(
             granularity=granularity, layer=parse_layer(layer), pool=pool, freq_pool=freq_pool,
             num_workers=num_workers, overwrite=overwrite, shard=parse_shard(shard),
@@ -108,7 +113,7 @@ def extract(inputs, output_dir, model, granularity, layer, pool, freq_pool, batc
             storage_dtype=storage_dtype,
         )
         embedder = Embedder(model, device=device, dtype=dtype, batch_size=batch_size,
-                            chunk_seconds=chunk_seconds, trust_checkpoint=trust_checkpoint)
+                            chunk_seconds=chunk_seconds, trust_checkpoint=trust_checkpoint, backend=backend)
         summary = run_extract(inputs, output_dir, embedder, options, progress=False if quiet else None)
     except MAEASTError as err:
         raise click.ClickException(str(err)) from err

@@ -34,6 +34,7 @@ LayerSpec = str | int | Sequence[int]
 # keys in SIMD blocks and GEMM panels whose split depends on the sequence length, so a clip must
 # be encoded at the same length alone and in a batch to give the same numbers.
 TOKEN_ALIGN = 16
+BACKENDS = ("torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,8 @@ class Embedder:
             The fbank is always float32 and outputs are float32.
         batch_size: windows per forward pass.
         chunk_seconds: window length for long audio (10.24 s by default).
+        backend: 'torch', or 'onnxruntime' (CPU, float32): the model's ONNX export (frontend
+            included, exported once and cached by checksum under the cache dir) runs each batch.
     """
 
     def __init__(
@@ -152,17 +155,31 @@ class Embedder:
         batch_size: int = 8,
         chunk_seconds: float = 10.24,
         trust_checkpoint: bool = False,
+        backend: str = "torch",
     ) -> None:
         if batch_size < 1:
             raise ConfigError("batch_size must be at least 1")
-        self.device = resolve_device(device)
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        onnx = backend == "onnxruntime"
+        if onnx and (str(device) not in ("auto", "cpu") or dtype not in ("auto", "float32")):
+            raise ConfigError("the onnxruntime backend runs float32 on the CPU (device cpu, dtype float32)")
+        self.device = resolve_device("cpu" if onnx else device)
         check_dtype(dtype, self.device)  # before the checkpoint is read
         if not isinstance(model, MAEAST):
             model = load_model(model, trust_checkpoint=trust_checkpoint)
-        choice = auto_dtype(self.device, model) if dtype == "auto" else None
-        self.dtype = choice.dtype if choice else dtype
+        choice = auto_dtype(self.device, model) if dtype == "auto" and not onnx else None
+        self.dtype = choice.dtype if choice else "float32" if onnx else dtype
         self.dtype_reason = choice.reason if choice else "asked for"
+        if onnx:
+            self.dtype_reason = "the onnxruntime graph is float32"
+        self.backend = backend
         self.model = inference_model(model, self.dtype, self.device)
+        self.onnx = None
+        if onnx:
+            from .export.ort import OnnxEncoder
+
+            self.onnx = OnnxEncoder(self.model)
         self.batch_size = batch_size
         cfg = self.model.cfg
         self.chunk_steps = max(1, round(chunk_seconds * SAMPLE_RATE / (FRAME_SHIFT * cfg.kernel_time)))
@@ -241,6 +258,13 @@ class Embedder:
         batch = torch.zeros(len(windows), int(lengths.max()))
         for row, wave in enumerate(windows):
             batch[row, : wave.numel()] = wave
+        per_step = cfg.tokens_per_step
+        if self.onnx is not None:  # layers [B, T, per_step * D], a clip's steps first
+            layers_out, steps = self.onnx(batch, lengths)
+            hidden = select_layers(layers_out, layer)
+            if freq_pool == "mean":
+                hidden = hidden.unflatten(-1, (per_step, cfg.embed_dim)).mean(-2)
+            return [hidden[:, row, : steps[row]].clone() for row in range(len(windows))]
         batch, lengths = batch.to(self.device), lengths.to(self.device)
         fbank, frame_lengths = kaldi_fbank(batch, lengths)
         tokens, padding_mask = pad_tokens(*self.model.tokenize(fbank, frame_lengths), size)
@@ -249,7 +273,6 @@ class Embedder:
             hidden_states = [h.float() for h in hidden_states]
         hidden = select_layers(hidden_states, layer)
         layers, rows, length, dim = hidden.shape
-        per_step = cfg.tokens_per_step
         hidden = hidden.float().reshape(layers, rows, length // per_step, per_step, dim)
         hidden = hidden.flatten(-2) if freq_pool == "concat" else hidden.mean(-2)
         steps = frame_lengths.div(cfg.kernel_time, rounding_mode="floor").tolist()

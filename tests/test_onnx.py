@@ -163,3 +163,51 @@ def test_cli_export_onnx_with_chosen_layers(tmp_path):
     assert layers.shape[:2] == (1, 1) and steps[0] == 24 and last.shape[1] >= 24  # 48 fbank frames
     result = CliRunner().invoke(main, ["export", str(checkpoint), "--to", "onnx", str(out), "--layer", "9"])
     assert result.exit_code != 0 and "layer numbers in 1..2" in result.output
+
+
+def test_onnxruntime_backend_gives_the_torch_engines_features(tmp_path):
+    model = load_model(make_checkpoint(tmp_path / "m.pt", "tiny-patch", seed=6))
+    data = [*clips()[:3], tone(4.0, 260.0, seed=8) + noise(4.0, amp=0.02, seed=9)]  # the last is chunked
+    kwargs = dict(device="cpu", chunk_seconds=1.28, batch_size=3)
+    torch_engine = Embedder(model, dtype="float32", **kwargs)
+    embedder = Embedder(model, backend="onnxruntime", **kwargs)
+    assert (embedder.dtype, embedder.backend) == ("float32", "onnxruntime")
+    for layer, freq_pool in (("all", "concat"), ("last", "mean"), ("mean", "concat"), ((1, -1), "mean")):
+        reference = torch_engine.frame_features(data, layer=layer, freq_pool=freq_pool)
+        ours = embedder.frame_features(data, layer=layer, freq_pool=freq_pool)
+        for a, b in zip(ours, reference, strict=True):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=0, atol=TOLERANCE)
+
+
+def test_extract_with_the_onnxruntime_backend(tmp_path):
+    from helpers import write_audio
+
+    from maeast_embed.errors import ConfigError
+    from maeast_embed.extract import read_manifest
+
+    checkpoint = make_checkpoint(tmp_path / "m.pt", "tiny-patch", seed=7)
+    audio = tmp_path / "audio"
+    for index, clip in enumerate(clips()[:4]):
+        write_audio(audio / f"{index}.wav", clip, subtype="FLOAT")
+    runner = CliRunner()
+    base = ["extract", str(audio), "--model", str(checkpoint), "--layer", "all", "-q"]
+    assert runner.invoke(main, [*base, "-o", str(tmp_path / "torch"), "--dtype", "float32"]).exit_code == 0
+    result = runner.invoke(main, [*base, "-o", str(tmp_path / "ort"), "--backend", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    for index in range(4):
+        a = np.load(tmp_path / "torch" / f"{index}.wav.npz")
+        b = np.load(tmp_path / "ort" / f"{index}.wav.npz")
+        np.testing.assert_array_equal(a["timestamps"], b["timestamps"])
+        np.testing.assert_allclose(b["embedding"], a["embedding"], rtol=0, atol=TOLERANCE)
+    header = read_manifest(tmp_path / "ort" / "manifest.jsonl")[0][-1]
+    assert header["options"]["backend"] == "onnxruntime" and header["signature"]["backend"] == "onnxruntime"
+    assert header["options"]["dtype"] == "float32"
+    result = runner.invoke(main, [*base, "-o", str(tmp_path / "ort"), "--backend", "onnxruntime"])
+    assert result.exit_code == 0  # resumed: everything skipped
+    _, files = read_manifest(tmp_path / "ort" / "manifest.jsonl")
+    assert {record["status"] for record in files.values()} == {"skipped"}
+    result = runner.invoke(main, [*base, "-o", str(tmp_path / "ort")])  # the torch backend: other settings
+    assert result.exit_code == 1 and "other settings" in result.output
+    with pytest.raises(ConfigError, match="float32 on the CPU"):
+        Embedder(checkpoint, backend="onnxruntime", dtype="bfloat16")

@@ -25,7 +25,6 @@ from .. import __version__
 from ..atomic import atomic_open
 from ..checkpoint import cache_dir, load_model
 from ..errors import CheckpointError, ConfigError
-from ..features import LayerSpec
 from ..frontend import (
     FRAME_LENGTH,
     FRAME_SHIFT,
@@ -38,6 +37,8 @@ from ..frontend import (
 )
 from ..hub import config_fields, normalisation
 from ..model import MAEAST
+
+LayerSpec = str | int | tuple[int, ...] | list[int]  # as `features.LayerSpec` (not imported: no cycle)
 
 FORMAT = "maeast-embed/onnx/1"
 OPSET = 17

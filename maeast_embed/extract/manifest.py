@@ -55,6 +55,7 @@ def run_signature(embedder: Embedder, options: ExtractOptions) -> dict[str, Any]
         "freq_pool": options.freq_pool,
         "dtype": embedder.dtype,
         "chunk_seconds": round(embedder.chunk_steps * embedder.step_seconds, 6),
+        **({"backend": embedder.backend} if embedder.backend != "torch" else {}),  # older folders match
         # the storage, only where it differs from the original .npz float32 (older folders match)
         **({"format": options.format} if options.format != "npz" else {}),
         **({"storage_dtype": options.storage_dtype} if options.storage_dtype != "float32" else {}),
@@ -110,6 +111,7 @@ def run_header(
             "device": str(embedder.device),
             "dtype": embedder.dtype,
             "dtype_reason": embedder.dtype_reason,
+            "backend": embedder.backend,
             "batch_size": embedder.batch_size,
             "chunk_seconds": round(embedder.chunk_steps * embedder.step_seconds, 6),
         },
