@@ -62,9 +62,10 @@ Exits with status 1 if any file failed (after processing all the others).
               help="Windows (of --chunk-seconds) per forward pass; several files share a batch.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", show_default=True,
-              help="Encoder compute dtype; outputs are float32. auto: bfloat16 on GPUs and CPUs with fast "
-              "bf16 units (AMX, AVX512-BF16 measured faster), else int8 where measured faster and "
-              "agreeing with float32, else float32; the manifest records the one used. int8: CPU only.")
+              help="Encoder compute dtype; outputs are float32. auto: bfloat16 on GPUs with native bf16 and "
+              "CPUs with AMX, int8 on other x86 CPUs (if the model's int8 agrees with float32), else "
+              "float32 (`maeast-embed doctor` says which and why); the manifest records the one used. "
+              "int8: CPU only.")
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="onnxruntime: run the model's ONNX export (CPU, float32; exported once and cached by "
               "checksum) instead of torch.")
