@@ -51,7 +51,8 @@ def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 def test_packaged_model_folder_loads_back_bit_identically(small_folder):
-    assert sorted(p.name for p in small_folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    names = sorted(p.name for p in small_folder.iterdir())
+    assert names == ["README.md", "config.json", "loss_curve.png", "model.safetensors"]  # + the card image
     original, loaded = load_model("maeast-small"), load_model(small_folder)
     assert_same_state(original, loaded)
     assert loaded.cfg == original.cfg and not loaded.has_decoder

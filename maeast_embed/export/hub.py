@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,21 @@ def export_hub(
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: its cfg cannot be written as JSON ({err})") from err
     _write_text(out / CONFIG, text)
-    _write_text(out / CARD, model_card(model, name, config))
+    card = model_card(model, name, config)
+    _write_text(out / CARD, card)
+    _copy_card_images(card, PACKAGED[name].path.with_suffix(".md") if name in PACKAGED else None, out)
     return out
+
+
+def _copy_card_images(card: str, card_file: Path | None, out: Path) -> None:
+    """Images the card shows by a plain file name (e.g. its loss curve), when they are at hand."""
+    if card_file is None or not card_file.is_file():
+        return
+    for image in re.findall(r"!\[[^\]]*\]\(([\w.-]+\.(?:png|jpg|svg))\)", card):
+        source = card_file.resolve().parent / image
+        if source.is_file():
+            with atomic_open(out / image) as handle:
+                handle.write(source.read_bytes())
 
 
 def _write_safetensors(weights: dict[str, Any], path: Path) -> None:
