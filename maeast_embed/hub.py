@@ -31,6 +31,7 @@ FRONTEND = {
     "use_energy": False, "log_floor": "float32 eps", "n_fft": 512,
 }
 NORMALISATION_KEYS = ("batch_norm.running_mean", "batch_norm.running_var")
+INSTALL = "pip install 'maeast-embed[hub]'"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 _NAME = re.compile(r"^(?:hf://)?([A-Za-z0-9][\w.-]*/[\w.-]+)(?:@([\w./-]+))?$")
 
@@ -55,8 +56,7 @@ def download(repo_id: str, revision: str | None) -> Path:
         )
     except ImportError as err:
         raise CheckpointError(
-            f"loading {repo_id!r} from the Hugging Face Hub needs huggingface_hub and safetensors: "
-            "pip install 'maeast-embed[hub]'"
+            f"loading {repo_id!r} from the Hugging Face Hub needs huggingface_hub: {INSTALL}"
         ) from err
     label = repo_id + (f"@{revision}" if revision else "")
     try:
@@ -133,9 +133,11 @@ def read_folder(folder: Path) -> tuple[dict[str, Any], dict[str, Any], bool, str
             f"{weights_path} has sha256 {digest}, but {CONFIG} names {config['weights'].get('sha256')}: "
             "the weights are not the ones this config describes (damaged or replaced)"
         )
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError as err:
+        raise CheckpointError(f"reading the Hub folder {folder} needs safetensors: {INSTALL}") from err
     try:
         weights = load_file(weights_path)
     except (SafetensorError, OSError) as err:

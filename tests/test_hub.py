@@ -223,3 +223,13 @@ def test_what_counts_as_a_hub_name():
         assert parse_hub_name(local) is None, local
     with pytest.raises(CheckpointError, match="no checkpoint file 'runs/final.pt'"):
         load_model("runs/final.pt")
+
+
+def test_without_the_hub_extra_the_error_says_what_to_install(tiny_folder, monkeypatch, tmp_path):
+    _, folder = tiny_folder
+    for module in ("safetensors", "safetensors.torch", "huggingface_hub"):
+        monkeypatch.setitem(sys.modules, module, None)  # import fails, as in a core-only install
+    for call in (lambda: load_model(folder), lambda: load_model("org/name"),
+                 lambda: export_hub("maeast-small", tmp_path / "out")):
+        with pytest.raises(CheckpointError, match=r"pip install 'maeast-embed\[hub\]'"):
+            call()

@@ -23,7 +23,7 @@ from ..checkpoint import (
     sha256_file,
 )
 from ..errors import CheckpointError
-from ..hub import CARD, CONFIG, FORMAT, FRONTEND, WEIGHTS, config_fields, normalisation
+from ..hub import CARD, CONFIG, FORMAT, FRONTEND, INSTALL, WEIGHTS, config_fields, normalisation
 from ..model import MAEAST
 
 LICENCES = {"maeast-small": "cc-by-4.0"}  # Hub licence identifiers of the models we know
@@ -90,7 +90,10 @@ def _copy_card_images(card: str, card_file: Path | None, out: Path) -> None:
 
 
 def _write_safetensors(weights: dict[str, Any], path: Path) -> None:
-    from safetensors.torch import save
+    try:
+        from safetensors.torch import save
+    except ImportError as err:
+        raise CheckpointError(f"writing a Hub folder needs safetensors: {INSTALL}") from err
 
     with atomic_open(path) as handle:
         handle.write(save(weights, metadata={"format": "pt"}))  # one entry: a stable header
