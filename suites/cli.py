@@ -1,0 +1,105 @@
+"""`maeast-embed xares ...` and `maeast-embed mteb ...`: the suites with MAE-AST at chosen options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from maeast_embed.cli_common import trust_option
+from maeast_embed.defaults import DEFAULT_MODEL, DTYPE_CHOICES
+from maeast_embed.errors import MAEASTError
+
+
+def model_options(command):
+    """The options every suite's model takes (those of the HEAR module)."""
+    for option in reversed([
+        click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
+                     help="Registered name (maeast-small packaged; mae-ast-patch, mae-ast-frame), "
+                     "checkpoint file, Hub folder or id."),
+        click.option("--layer", default="last", show_default=True,
+                     help="last, a layer number (1-based, negative from the end), mean, all, or N,M,..."),
+        click.option("--freq-pool", type=click.Choice(["concat", "mean"]), default="concat",
+                     show_default=True,
+                     help="Patch model: concatenate (as s3prl) or average the 8 frequency tokens of a step."),
+        click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="float32", show_default=True,
+                     help="Encoder compute dtype (float32: parity with the reference)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                     help="Windows per forward pass (default 32 on CUDA, 8 on CPU)."),
+        trust_option,
+    ]):
+        command = option(command)
+    return command
+
+
+def suite_options(model, layer, freq_pool, dtype, batch_size, trust_checkpoint) -> dict:
+    options = {"model": model, "layer": layer, "freq_pool": freq_pool, "dtype": dtype}
+    if batch_size is not None:
+        options["batch_size"] = batch_size
+    if trust_checkpoint:
+        options["trust_checkpoint"] = True
+    return options
+
+
+def _needs(module: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise click.ClickException(f"{module} is not installed: pip install 'maeast-embed[suites]'")
+
+
+@click.group("xares")
+def xares() -> None:
+    """X-ARES (eXtensive Audio Representation and Evaluation Suite) with MAE-AST.
+
+    The encoder is `maeast_suites.xares.MaeAstEncoder` (one frame per token step: 160 ms patch,
+    20 ms frame model).
+    """
+
+
+@xares.command("check")
+@model_options
+def xares_check(**kwargs) -> None:
+    """Run X-ARES's `check_audio_encoder` on the encoder at these options."""
+    _needs("xares")
+    from xares.audio_encoder_checker import check_audio_encoder
+
+    from .xares import MaeAstEncoder
+
+    try:
+        encoder = MaeAstEncoder(**suite_options(**kwargs))
+    except MAEASTError as err:
+        raise click.ClickException(str(err)) from err
+    if not check_audio_encoder(encoder):
+        raise click.ClickException("X-ARES's check_audio_encoder failed (its log says why)")
+    click.echo(f"X-ARES encoder check passed: output_dim {encoder.output_dim}, "
+               f"hop {encoder.hop_size_in_ms:g} ms, {encoder.sampling_rate} Hz")
+
+
+@xares.command("run")
+@click.argument("tasks", nargs=-1, required=True)
+@model_options
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where X-ARES keeps its data, embeddings and scores (WORKDIR/env).")
+@click.option("--max-jobs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Tasks run at once in worker processes (0: all in this process).")
+@click.option("--from-stage", type=click.IntRange(0, 2), default=0, show_default=True,
+              help="0 download, 1 encode, 2 MLP and kNN scoring.")
+@click.option("--to-stage", type=click.IntRange(0, 2), default=2, show_default=True)
+def xares_run(tasks, workdir, max_jobs, from_stage, to_stage, **kwargs) -> None:
+    """Run X-ARES's stages on TASKS: names of its tasks (esc50, vocalsound, ...) or task files
+    (`def NAME_config(encoder) -> TaskConfig`).
+
+    Stage 0 downloads each public task's audio shards from Zenodo into WORKDIR/env/<task>
+    (gigabytes for some; a task whose folder holds `.audio_tar_ready` is not downloaded), so a
+    first full run needs the network; stages 1 and 2 work offline.
+    """
+    _needs("xares")
+    from .xares_run import run
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        run(list(tasks), suite_options(**kwargs), workdir=workdir, max_jobs=max_jobs,
+            from_stage=from_stage, to_stage=to_stage)
+    except MAEASTError as err:
+        raise click.ClickException(str(err)) from err

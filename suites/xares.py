@@ -1,0 +1,35 @@
+"""MAE-AST as an X-ARES audio encoder.
+
+`maeast-embed xares run` runs X-ARES with it at any model and options. X-ARES's runner also
+builds `MaeAstEncoder()` (the packaged model) from this module's path, `python -m xares.run
+maeast_suites/xares.py tasks/esc50_task.py`, where torchaudio can load audio (from torchaudio 2.9:
+TorchCodec and FFmpeg); the module defines no other name ending in "Encoder", as it requires.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from maeast_embed.errors import AudioError
+from maeast_embed.frontend import SAMPLE_RATE
+
+from .engine import SuiteModel
+
+__all__ = ["MaeAstEncoder"]
+
+
+class MaeAstEncoder(SuiteModel):
+    """`forward(wave [B, T]) -> [B, T', output_dim]`: one frame per token step
+    (`hop_size_in_ms`: 160 patch, 20 frame), each clip encoded as if alone, on the audio's device.
+
+    `sampling_rate` is 16000; options as `maeast_suites.engine.SuiteModel` (float32 by default).
+    """
+
+    sampling_rate = SAMPLE_RATE
+
+    def forward(self, wave: Tensor) -> Tensor:
+        if not isinstance(wave, Tensor) or wave.dim() != 2 or 0 in wave.shape:
+            shape = tuple(wave.shape) if isinstance(wave, Tensor) else type(wave).__name__
+            raise AudioError(f"expected a batch of 16 kHz mono waveforms [B, T], got {shape}")
+        return torch.stack(self.frames(list(wave))).to(wave.device)  # one length: one frame count
