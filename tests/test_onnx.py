@@ -151,6 +151,14 @@ def test_cached_export_is_reused_and_remade_when_it_does_not_match(tmp_path):
     assert run(session, [tone(0.4)])[2][0] == 2
     other = load_model(make_checkpoint(tmp_path / "b.pt", "tiny-patch", seed=2))
     assert cached_onnx(other, "all") != path  # another model, another file
+    with torch.no_grad():  # weights changed in memory (same checkpoint): another graph
+        model.encoder.layers[0].fc1.bias.add_(0.5)
+    changed = cached_onnx(model, "all")
+    assert changed != path and read_metadata(changed)["model_sha256"] == read_metadata(path)["model_sha256"]
+    in_memory = make_model("tiny-frame", seed=3)  # no checkpoint file at all
+    embedder = Embedder(in_memory, device="cpu", backend="onnxruntime")
+    reference = Embedder(in_memory, device="cpu", dtype="float32").frame_features([tone(0.8)])[0]
+    torch.testing.assert_close(embedder.frame_features([tone(0.8)])[0], reference, rtol=0, atol=TOLERANCE)
 
 
 def test_cli_export_onnx_with_chosen_layers(tmp_path):

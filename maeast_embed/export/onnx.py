@@ -11,6 +11,7 @@ a cached file whose metadata is not exactly that.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import math
@@ -123,12 +124,24 @@ class WaveformEncoder(nn.Module):
         return last, picked, steps
 
 
+def weights_sha256(model: MAEAST) -> str:
+    """sha256 of the weights the graph is made of (names, dtypes, shapes, bytes): the model in
+    memory, whether or not it still equals its checkpoint file."""
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        value = value.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def metadata(model: MAEAST, layers: list[int]) -> dict[str, str]:
     """What the file is: checked by `cached_onnx` before a cached file is used."""
     info = getattr(model, "checkpoint", None)
     return {
         "format": FORMAT,
         "maeast_embed_version": __version__,
+        "weights_sha256": weights_sha256(model),
         "model_sha256": info.sha256 if info else "",
         "model_name": (info.name or "") if info else "",
         "layers": json.dumps([n + 1 for n in layers]),
@@ -187,13 +200,12 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def cached_onnx(model: MAEAST, layers: LayerSpec = "all") -> Path:
-    """The ONNX file of `model` under the cache dir, exported on first use and re-exported when
-    the cached file was made by another version, for another model or with other settings."""
+    """The ONNX file of `model` under the cache dir (named by its weights' sha256), exported on
+    first use and re-exported when the cached file was made by another version, for other
+    weights or another checkpoint, or with other settings."""
     numbers = layer_numbers(layers, model.cfg.encoder_layers)
     expected = metadata(model, numbers)
-    if not expected["model_sha256"]:
-        raise CheckpointError("the ONNX cache needs a model loaded from a checkpoint (its sha256)")
-    key = f"{expected['model_sha256'][:16]}-{'-'.join(str(n + 1) for n in numbers)}"
+    key = f"{expected['weights_sha256'][:16]}-{'-'.join(str(n + 1) for n in numbers)}"
     path = cache_dir() / "onnx" / f"{key}.onnx"
     try:
         if path.is_file() and read_metadata(path) == expected:
