@@ -85,6 +85,13 @@ def test_random_models_match_the_torch_engine(name, tmp_path):
     check_against_torch(model, export_model(model, tmp_path / "m.onnx"))
 
 
+@pytest.mark.slow
+def test_base_size_model_matches_the_torch_engine(tmp_path):
+    """The official 12 x 768 patch shape (random weights): export and every layer within 1e-4."""
+    model = make_model("patch", seed=3)
+    check_against_torch(model, export_model(model, tmp_path / "base.onnx"))
+
+
 def test_packaged_model_matches_and_carries_its_metadata(tmp_path):
     model = load_model("maeast-small")
     path = export_model(model, tmp_path / "small.onnx")
