@@ -134,7 +134,7 @@ class Embedder:
         model: an MAEAST, a checkpoint path, or a registered name.
         device: 'auto', 'cpu', 'cuda', ... (the model is moved there).
         dtype: compute dtype of the encoder: 'auto' (bfloat16 on AMX CPUs and GPUs with native
-            bf16, per-token int8 on other x86 CPUs for a model whose int8 features agree with
+            bf16, int8 on other x86 CPUs for a model whose int8 features agree with
             float32, else float32; see `maeast_embed.precision.policy`), 'float32', 'bfloat16',
             'float16' or 'int8' (CPU). `self.dtype` holds the one in use and `self.dtype_reason`
             why. Other than float32,

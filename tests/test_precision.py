@@ -45,7 +45,7 @@ from maeast_embed.precision import (
     int8_kernel_problem,
     kernels,
     linear_form,
-    mlp_rows,
+    mlp_per_window,
     policy,
     resolve_dtype,
 )
@@ -352,7 +352,7 @@ def test_inference_copies_hold_their_dtype_and_leave_the_model_alone():
     assert all(isinstance(m, PackedLinear if packs else CastLinear) for m in linears)
     int8 = inference_model(model, "int8", CPU)
     assert sum(isinstance(m, Int8Linear) for m in int8.modules()) == len(linears)
-    assert {layer.mlp_rows for layer in int8.encoder.layers} == {mlp_rows("int8")}
+    assert {layer.per_window for layer in int8.encoder.layers} == {mlp_per_window("int8")} == {True}
     assert not any(isinstance(m, torch.nn.Linear) for m in int8.modules())
     assert inference_model(model, "float32", CPU) is model
     assert model.has_decoder and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -389,26 +389,23 @@ def test_packed_and_int8_linears_match_plain_linears(activation, with_residual):
 
 
 @pytest.mark.parametrize("bits", ["this CPU's", "7"])
-def test_int8_quantises_each_token_on_its_own(bits):
-    """A token's int8 output is the same, bit for bit, alone or beside any other tokens (however
-    large), and its error follows its own magnitude: a tiny token beside huge ones keeps its
-    precision (one scale per tensor would round it to nothing)."""
+def test_int8_quantises_each_window_on_its_own(bits):
+    """A window's int8 output is the same, bit for bit, alone or stacked with any other windows
+    (however loud): one quantisation scale per window, never per batch."""
     reduce_range = bits == "7" or not cpu_report().int8_exact
     torch.manual_seed(1)
     linear = torch.nn.Linear(64, 48)
-    x = torch.randn(40, 64)
-    x[5] *= 1e-3
-    loud = x.clone()
-    loud[20:] *= 1e4
+    windows = torch.randn(5, 30, 64)
+    loud = windows.clone()
+    loud[2:] *= 1e3
     for activation in ("none", "gelu"):
         int8 = Int8Linear(linear, activation, reduce_range=reduce_range)
-        alone = torch.cat([int8(x[i : i + 1]) for i in range(40)])
-        assert torch.equal(int8(loud)[:20], alone[:20])
-        assert torch.equal(int8(x.view(4, 10, 64)).view(40, 48), alone)
-    bias = linear.bias.detach()
-    plain = Int8Linear(linear, "none", reduce_range=reduce_range)
-    tiny = F.cosine_similarity(plain(loud)[5] - bias, linear(x)[5] - bias, dim=0)
-    assert tiny > 0.99
+        alone = torch.stack([int8(window) for window in windows])
+        assert torch.equal(int8(loud)[:2], alone[:2]) and torch.equal(int8(windows), alone)
+        one_scale = int8(loud.reshape(1, 150, 64)).view(5, 30, 48)  # what one scale per batch gives
+        assert not torch.allclose(one_scale[:2], alone[:2], atol=1e-3)
+        want = F.gelu(linear(windows)) if activation == "gelu" else linear(windows)
+        assert F.cosine_similarity(alone.flatten(), want.flatten(), dim=0) > 0.999
 
 
 def test_held_layer_is_the_transformer_layer():
@@ -425,13 +422,12 @@ def test_held_layer_is_the_transformer_layer():
     if bf16_packing_problem() is None:
         packed = HeldLayer(copy.deepcopy(layer).bfloat16(), PackedLinear)(x.bfloat16(), mask).float()
         assert F.cosine_similarity(packed, want, dim=-1).min() > 0.999
-    chunked = HeldLayer(copy.deepcopy(layer), CastLinear, mlp_rows=7)(x, mask)  # 120 rows: a partial chunk
-    torch.testing.assert_close(chunked, want, rtol=1e-5, atol=1e-5)
-    form = linear_form("int8", CPU)
-    whole = HeldLayer(copy.deepcopy(layer), form)(x, mask)
-    rows = HeldLayer(copy.deepcopy(layer), form, mlp_rows=mlp_rows("int8"))(x, mask)
-    assert torch.equal(whole, rows)  # int8 works token by token: chunks change nothing
-    assert F.cosine_similarity(whole, want, dim=-1).min() > 0.99
+    per_window = HeldLayer(copy.deepcopy(layer), CastLinear, per_window=True)(x, mask)  # MLP window by window
+    torch.testing.assert_close(per_window, want, rtol=1e-5, atol=1e-5)
+    int8 = HeldLayer(copy.deepcopy(layer), linear_form("int8", CPU), per_window=True)
+    alone = torch.cat([int8(x[i : i + 1], mask[i : i + 1]) for i in range(3)])
+    assert torch.equal(int8(x, mask), alone)  # one quantisation scale per window
+    assert F.cosine_similarity(alone, want, dim=-1).min() > 0.99
     with pytest.raises(ValueError, match="activation"):
         CastLinear(torch.nn.Linear(4, 4), "relu")
 

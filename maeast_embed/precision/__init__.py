@@ -4,11 +4,11 @@
 Reduced precisions run an encoder-only copy whose weights are converted once: bfloat16/float16
 cast (LayerNorm statistics, softmax and GELU still accumulate in float32 inside torch's
 kernels; bf16 linears prepacked by oneDNN on CPUs with bf16 units), or int8 (per-channel int8
-weights, activations quantised per token, so a clip's numbers never depend on its batch).
+weights, activations quantised per window, so a clip's numbers never depend on its batch).
 """
 
 from .cpu import CpuReport, cpu_report
-from .held import TORCH_DTYPES, HeldLayer, compute_dtype, hold_layers, inference_model, mlp_rows
+from .held import TORCH_DTYPES, HeldLayer, compute_dtype, hold_layers, inference_model, mlp_per_window
 from .kernels import bf16_packing_problem, int8_kernel_problem
 from .linear import CastLinear, Int8Linear, PackedLinear, linear_form
 from .policy import (
@@ -29,5 +29,5 @@ __all__ = [
     "INT8_MIN_COSINE", "TORCH_DTYPES", "CastLinear", "Choice", "CpuReport", "HeldLayer", "Int8Linear",
     "PackedLinear", "PrecisionWarning", "Support", "auto_choice", "auto_dtype", "bf16_packing_problem",
     "check_dtype", "compute_dtype", "cpu_report", "dtype_support", "hold_layers", "inference_model",
-    "int8_cosine", "int8_kernel_problem", "linear_form", "mlp_rows", "probe_signal", "resolve_dtype",
+    "int8_cosine", "int8_kernel_problem", "linear_form", "mlp_per_window", "probe_signal", "resolve_dtype",
 ]

@@ -20,27 +20,27 @@ def compute_dtype(dtype: str) -> torch.dtype:
     return TORCH_DTYPES.get(dtype, torch.float32)
 
 
-def mlp_rows(dtype: str) -> int | None:
-    """HeldLayer's MLP chunk for `dtype`: FBGEMM's int8 runs a base-width layer stack 1.18x
-    faster with the MLP 512 tokens at a time (its 3072-wide hidden stays in cache; measured on
-    8 x 496 tokens, 2 cores); bf16 (oneDNN) and float32 gain nothing clear from it. Int8 works
-    token by token (see Int8Linear), so the chunks never change a result."""
-    return 512 if dtype == "int8" else None
+def mlp_per_window(dtype: str) -> bool:
+    """Whether HeldLayer runs its MLP one window at a time: for int8, whose activations are
+    quantised per window (see Int8Linear), and FBGEMM runs a base-width layer stack ~1.2x
+    faster with the MLP ~500 tokens at a time (its 3072-wide hidden stays in cache); bf16
+    (oneDNN) and float32 gain nothing clear from it."""
+    return dtype == "int8"
 
 
 class HeldLayer(nn.Module):
     """A TransformerLayer's inference form (eval only, the same post-LN math): q, k and v as
     one matmul, GELU inside fc1, the residual adds inside out_proj and fc2 (fused into the
-    matmul by PackedLinear), and the MLP block `mlp_rows` tokens at a time if set."""
+    matmul by PackedLinear), and the MLP block one window at a time if `per_window`."""
 
-    def __init__(self, layer: TransformerLayer, form: LinearForm, *, mlp_rows: int | None = None) -> None:
+    def __init__(self, layer: TransformerLayer, form: LinearForm, *, per_window: bool = False) -> None:
         super().__init__()
         attn = layer.self_attn
         parts = (attn.q_proj, attn.k_proj, attn.v_proj)
         qkv = nn.Linear(attn.q_proj.in_features, 3 * attn.q_proj.out_features, device="meta")
         qkv.weight = nn.Parameter(torch.cat([p.weight for p in parts]), requires_grad=False)
         qkv.bias = nn.Parameter(torch.cat([p.bias for p in parts]), requires_grad=False)
-        self.num_heads, self.mlp_rows = attn.num_heads, mlp_rows
+        self.num_heads, self.per_window = attn.num_heads, per_window
         self.qkv, self.out_proj = form(qkv, "none"), form(attn.out_proj, "none")
         self.fc1, self.fc2 = form(layer.fc1, "gelu"), form(layer.fc2, "none")
         self.self_attn_layer_norm, self.final_layer_norm = layer.self_attn_layer_norm, layer.final_layer_norm
@@ -50,10 +50,9 @@ class HeldLayer(nn.Module):
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         x = self.self_attn_layer_norm(self.out_proj(out.transpose(1, 2).reshape(batch, length, dim), x))
-        if self.mlp_rows is None:
+        if not self.per_window:
             return self.mlp(x)
-        rows = x.reshape(-1, dim).split(self.mlp_rows)
-        return torch.cat([self.mlp(part) for part in rows]).view(batch, length, dim)
+        return torch.stack([self.mlp(window) for window in x.unbind(0)])
 
     def mlp(self, x: Tensor) -> Tensor:
         return self.final_layer_norm(self.fc2(self.fc1(x), x))
@@ -61,8 +60,8 @@ class HeldLayer(nn.Module):
 
 def hold_layers(layers: Iterable[TransformerLayer], dtype: str, device: torch.device) -> nn.ModuleList:
     """TransformerLayers (already cast to `dtype`, on `device`) as the HeldLayers `dtype` runs."""
-    form, rows = linear_form(dtype, device), mlp_rows(dtype)
-    return nn.ModuleList(HeldLayer(layer, form, mlp_rows=rows) for layer in layers)
+    form, per_window = linear_form(dtype, device), mlp_per_window(dtype)
+    return nn.ModuleList(HeldLayer(layer, form, per_window=per_window) for layer in layers)
 
 
 def inference_model(model: MAEAST, dtype: str, device: torch.device | str = "cpu") -> MAEAST:

@@ -56,8 +56,8 @@ def bf16_packing_problem() -> str | None:
     return None
 
 
-def prepack_int8(qweight: torch.Tensor) -> object:
-    return torch.ops.quantized.linear_prepack(qweight, None)
+def prepack_int8(qweight: torch.Tensor, bias: torch.Tensor | None = None) -> object:
+    return torch.ops.quantized.linear_prepack(qweight, bias)
 
 
 def linear_int8(x: torch.Tensor, packed: object, reduce_range: bool) -> torch.Tensor:

@@ -55,15 +55,13 @@ class PackedLinear(nn.Module):
 
 
 class Int8Linear(nn.Module):
-    """A Linear with per-output-channel symmetric int8 weights and per-token int8 activations;
-    float32 in and out.
+    """A Linear with per-output-channel symmetric int8 weights and dynamically quantised int8
+    activations (FBGEMM's `linear_dynamic`); float32 in and out, then GELU and a residual add.
 
-    Each token (row) is divided by its own peak magnitude before FBGEMM's dynamic int8 matmul,
-    and two constant rows (all +1, all -1) ride along, so the kernel's tensor-wide quantisation
-    range is always [-1, 1]: every token is quantised with its own scale and the same grid,
-    whatever else is in the batch. Integer products accumulate exactly, so a token's output
-    depends on that token alone (a clip's embedding never depends on its batch). The outputs
-    are scaled back per token, then the bias, GELU and a residual add follow.
+    FBGEMM quantises its whole input with one scale, so each window is its own call: the leading
+    dimension of a 3-D input [windows, tokens, features] (a 2-D input is one window). A window's
+    numbers then never depend on the other windows of its batch (its padded length is its own;
+    see `Embedder.encode_windows`), and integer products accumulate exactly.
     `reduce_range`: 7-bit activations, for FBGEMM without VNNI (see `CpuReport.int8_exact`).
     """
 
@@ -72,29 +70,24 @@ class Int8Linear(nn.Module):
         weight = linear.weight.detach().float().cpu()
         scale = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
         zero = torch.zeros(weight.shape[0], dtype=torch.long)
-        self.packed = prepack_int8(torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8))
-        self.bias = None if linear.bias is None else linear.bias.detach().float().cpu()
-        self.bounds = torch.tensor([[1.0], [-1.0]]).expand(2, linear.in_features)
+        bias = None if linear.bias is None else linear.bias.detach().float().cpu()
+        self.packed = prepack_int8(torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8), bias)
         self.activation, self.reduce_range = _activation(activation), reduce_range
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        rows = x.reshape(-1, self.in_features)
-        count = rows.shape[0]
-        peak = torch.maximum(rows.amax(1, keepdim=True), rows.amin(1, keepdim=True).neg_()).clamp_min_(1e-30)
-        unit = torch.empty(count + 2, self.in_features)
-        torch.mul(rows, peak.reciprocal(), out=unit[:count])
-        unit[count:] = self.bounds
-        y = linear_int8(unit, self.packed, self.reduce_range)[:count].mul_(peak)
-        y = y if self.bias is None else y.add_(self.bias)
-        return _epilogue(y.view(*x.shape[:-1], self.out_features), self.activation, residual)
+        if x.dim() == 3:
+            y = torch.stack([linear_int8(window, self.packed, self.reduce_range) for window in x.unbind(0)])
+        else:
+            y = linear_int8(x, self.packed, self.reduce_range)
+        return _epilogue(y, self.activation, residual)
 
 
 LinearForm = Callable[[nn.Linear, str], nn.Module]  # (linear, activation) -> its inference form
 
 
 def linear_form(dtype: str, device: torch.device) -> LinearForm:
-    """How a Linear (already cast to `dtype`, on `device`) is held for inference: int8 per-token
+    """How a Linear (already cast to `dtype`, on `device`) is held for inference: int8 per window
     (Int8Linear); bf16 on a CPU with bf16 units where oneDNN packs it (PackedLinear); else the
     cast Linear itself (CastLinear: CUDA, float16, and bf16 emulated on other CPUs)."""
     if dtype == "int8":

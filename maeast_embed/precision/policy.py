@@ -1,7 +1,7 @@
 """`--dtype`: which names exist, which run on a device, and what `auto` picks.
 
 `auto` is a pure function of the machine (device, CPU flags and caps, torch build): no timing.
-On a CPU it is bfloat16 with AMX, int8 on every other x86 CPU (per-token int8 runs 2-3x float32
+On a CPU it is bfloat16 with AMX, int8 on every other x86 CPU (int8 runs 2-3x float32
 there, ahead of AVX512-BF16's bf16), bfloat16 on ARM CPUs with BF16, else float32; on CUDA,
 bfloat16 where the GPU has it natively, else float32. Int8 is taken only for a model whose int8
 features agree with float32 on a fixed speech-like signal (a deterministic check).
@@ -82,7 +82,7 @@ def dtype_support(device: torch.device, report: CpuReport | None = None) -> dict
         int8 = Support("unavailable", f"torch's dynamic int8 Linear does not run here ({int8_problem})")
     else:
         bits = "8-bit activations (VNNI)" if report.int8_exact else "7-bit activations (no VNNI)"
-        int8 = Support("native", f"per-token int8, {bits}")
+        int8 = Support("native", f"int8 quantised per window, {bits}")
     return {
         "float32": Support("native", "reference"),
         "bfloat16": bf16,
@@ -131,7 +131,7 @@ def auto_choice(device: torch.device, report: CpuReport | None = None) -> Choice
     if report.amx_bf16 and bf16_packing_problem() is None:
         return Choice("bfloat16", "AMX: bf16 layers run ~3.8x float32")
     if report.x86 and int8_kernel_problem() is None:
-        return Choice("int8", "x86 without AMX: per-token int8 layers run ~2-3x float32")
+        return Choice("int8", "x86 without AMX: int8 layers run ~2-3x float32")
     if report.bf16_units and bf16_packing_problem() is None:
         return Choice("bfloat16", f"{report.arch} BF16 extension")
     return Choice("float32", "no reduced-precision kernel this toolkit uses runs faster here")
