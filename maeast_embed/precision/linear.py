@@ -67,11 +67,8 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear, activation: str = "none", *, reduce_range: bool = False) -> None:
         super().__init__()
-        weight = linear.weight.detach().float().cpu()
-        scale = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
-        zero = torch.zeros(weight.shape[0], dtype=torch.long)
         bias = None if linear.bias is None else linear.bias.detach().float().cpu()
-        self.packed = prepack_int8(torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8), bias)
+        self.packed = prepack_int8(linear.weight.detach().float().cpu(), bias)
         self.activation, self.reduce_range = _activation(activation), reduce_range
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
