@@ -103,3 +103,58 @@ def xares_run(tasks, workdir, max_jobs, from_stage, to_stage, **kwargs) -> None:
             from_stage=from_stage, to_stage=to_stage)
     except MAEASTError as err:
         raise click.ClickException(str(err)) from err
+
+
+@click.group("mteb")
+def mteb() -> None:
+    """MAEB / MTEB with MAE-AST (`maeast_suites.mteb_model`): clip embeddings, mean over time."""
+
+
+@mteb.command("meta")
+@model_options
+def mteb_meta(**kwargs) -> None:
+    """Print the mteb ModelMeta of the model at these options (JSON)."""
+    _needs("mteb")
+    from .mteb_model import model_meta
+
+    try:
+        meta = model_meta(**suite_options(**kwargs))
+    except MAEASTError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(meta.model_dump_json(indent=2, exclude={"loader"}))
+
+
+@mteb.command("run")
+@click.argument("tasks", nargs=-1)
+@model_options
+@click.option("--benchmark", default=None,
+              help="An mteb benchmark instead of TASKS, e.g. 'MAEB(v1, audio-only)'.")
+@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="mteb's results cache folder (default: mteb's, ~/.cache/mteb or $MTEB_CACHE).")
+def mteb_run(tasks, benchmark, results, **kwargs) -> None:
+    """Evaluate on mteb TASKS (names, e.g. VoxCelebSA) or a --benchmark; prints each main score.
+
+    mteb downloads each task's data from the Hugging Face Hub on first use, and decodes its
+    audio through `datasets`, which needs TorchCodec and FFmpeg.
+    """
+    _needs("mteb")
+    import mteb as mteb_lib
+    from mteb.cache import ResultCache
+
+    from .mteb_model import model_meta, register
+
+    if bool(tasks) == bool(benchmark):
+        raise click.UsageError("give task names or --benchmark (one of them)")
+    try:
+        meta = register(model_meta(**suite_options(**kwargs)))
+    except MAEASTError as err:
+        raise click.ClickException(str(err)) from err
+    chosen = mteb_lib.get_benchmark(benchmark).tasks if benchmark else mteb_lib.get_tasks(tasks=list(tasks))
+    outcome = mteb_lib.evaluate(meta, chosen, cache=ResultCache(results) if results else ResultCache(),
+                                raise_error=False)
+    for result in outcome.task_results:
+        click.echo(f"{result.task_name}\t{result.get_score():.4f}")
+    for failure in outcome.exceptions or []:
+        click.echo(f"failed: {failure}", err=True)
+    if outcome.exceptions:
+        raise SystemExit(1)

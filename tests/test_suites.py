@@ -128,11 +128,16 @@ def test_task_files_and_unknown_tasks(tmp_path):
         xares_run.task_path("nope")
 
 
-def test_xares_commands_are_listed():
+def test_suite_commands_are_listed_and_say_what_to_install():
     runner = CliRunner()
     assert {"run", "check"} <= set(runner.invoke(cli_main, ["xares", "--help"]).output.split())
+    assert {"run", "meta"} <= set(runner.invoke(cli_main, ["mteb", "--help"]).output.split())
     result = runner.invoke(cli_main, ["xares", "run", "--help"])
     assert result.exit_code == 0 and "Zenodo" in result.output
+    for suite, command in (("xares", "check"), ("mteb", "meta")):
+        if importlib.util.find_spec(suite) is None:
+            result = runner.invoke(cli_main, [suite, command])
+            assert result.exit_code == 1 and "pip install 'maeast-embed[suites]'" in result.output
 
 
 # --- against the real libraries (pip install 'maeast-embed[suites]'; pytest -m suites) ---
@@ -189,3 +194,85 @@ def test_xares_run_scores_a_local_task_end_to_end(tmp_path, tiny_patch_ckpt):
     scores = tmp_path / "env" / "tones" / "checkpoints" / encoded.name
     mlp, knn = (float((scores / f"{kind}_score.txt").read_text().split()[0]) for kind in ("mlp", "knn"))
     assert mlp >= 0.75 and knn >= 0.75, (mlp, knn)  # tones an octave apart are told apart
+
+
+def tones_task():
+    """A two-class audio classification task for mteb, built from local audio."""
+    from datasets import Dataset, DatasetDict
+    from mteb.abstasks.classification import AbsTaskClassification
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    def split(count: int, seed: int) -> Dataset:
+        audio = [{"array": tone(1.0, (300.0, 3000.0)[i % 2] * (1 + 0.01 * (i % 8)), seed=seed + i)
+                  + noise(1.0, amp=0.02, seed=seed + i), "sampling_rate": SR} for i in range(count)]
+        return Dataset.from_dict({"audio": audio, "label": [i % 2 for i in range(count)]})
+
+    class LocalTones(AbsTaskClassification):
+        metadata = TaskMetadata(
+            name="LocalTones", description="Low and high tones in noise, made by the test.", reference=None,
+            dataset={"path": "local/tones", "revision": "1"}, type="AudioClassification", category="a2t",
+            eval_splits=["test"], eval_langs=["zxx-Zxxx"], main_score="accuracy",
+            date=("2026-01-01", "2026-01-01"), domains=[], task_subtypes=[], license="cc0-1.0",
+            annotations_creators="derived", dialect=[], modalities=["audio"], sample_creation="created",
+            bibtex_citation="",
+        )
+        input_column_name = "audio"
+
+        def load_data(self, **kwargs):
+            # plain {array, sampling_rate} rows: datasets' Audio feature would decode through TorchCodec
+            self.dataset = DatasetDict({"train": split(16, 0), "test": split(8, 100)})
+            self.data_loaded = True
+
+    return LocalTones()
+
+
+@pytest.mark.suites
+def test_mteb_model_meta_and_registry(tiny_patch_ckpt):
+    mteb = pytest.importorskip("mteb", reason="needs mteb")
+    from maeast_embed.digest import sha256_file
+    from maeast_suites.mteb_model import MaeAstMtebModel, model_meta, register
+
+    meta = model_meta(tiny_patch_ckpt, freq_pool="mean")
+    assert meta.name == "maeast-embed/tiny_patch" and meta.revision == sha256_file(tiny_patch_ckpt)
+    encoder = MaeAstEncoder(str(tiny_patch_ckpt), freq_pool="mean")
+    assert meta.embed_dim == encoder.output_dim
+    assert meta.n_parameters == sum(p.numel() for p in encoder.model.parameters())
+    assert meta.modalities == ["audio"] and meta.framework == ["PyTorch"] and meta.open_weights
+    assert meta.loader_kwargs == {"model": str(tiny_patch_ckpt), "freq_pool": "mean"}
+    register(meta)
+    assert mteb.get_model_meta(meta.name) is meta
+    assert isinstance(meta.load_model(), MaeAstMtebModel)
+    small = model_meta()  # the packaged model: its card's licence, the checksum it ships with
+    assert small.name == "maeast-embed/maeast-small" and small.license == "cc-by-4.0"
+
+
+@pytest.mark.suites
+def test_mteb_encode_gives_the_engines_clip_embeddings(tiny_patch_ckpt):
+    pytest.importorskip("mteb", reason="needs mteb")
+    from datasets import Dataset
+    from torch.utils.data import DataLoader
+
+    from maeast_suites.mteb_model import model_meta
+
+    task = tones_task()
+    clips = [tone(1.0, 440.0), noise(2.5, seed=3), chirp(0.7)]  # lengths differ within a batch
+    dataset = Dataset.from_dict({"audio": [{"array": c, "sampling_rate": SR} for c in clips]})
+    model = model_meta(tiny_patch_ckpt).load_model()
+    got = model.encode(DataLoader(dataset, batch_size=2), task_metadata=task.metadata, hf_split="test",
+                       hf_subset="default")
+    engine = Embedder(str(tiny_patch_ckpt), device="cpu", dtype="float32")
+    expected = np.stack([e[0].numpy() for e in engine.clip_embeddings(clips)])
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.suites
+def test_mteb_evaluate_scores_a_local_audio_task(tiny_patch_ckpt):
+    mteb = pytest.importorskip("mteb", reason="needs mteb")
+    from maeast_suites.mteb_model import model_meta, register
+
+    meta = register(model_meta(tiny_patch_ckpt))
+    result = mteb.evaluate(mteb.get_model_meta(meta.name), tones_task(), cache=None, show_progress_bar=False)
+    assert not result.exceptions
+    (scores,) = result.task_results
+    assert scores.task_name == "LocalTones" and scores.get_score() >= 0.75, scores.scores
