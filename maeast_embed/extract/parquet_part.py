@@ -48,15 +48,27 @@ def _lists(arrays: list[np.ndarray]):
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(arrays)))
 
 
+_NUMPY = {"halffloat": np.float16, "float": np.float32, "double": np.float64, "int32": np.int32}
+
+
+def numpy_view(array) -> np.ndarray:
+    """A primitive Arrow array without nulls as a NumPy view of its buffer (Array.to_numpy would
+    import pandas, half a second, on first use)."""
+    if array.null_count:
+        raise BrokenPart("an embedding, timestamp or offset is null")
+    dtype = np.dtype(_NUMPY[str(array.type)])
+    return np.frombuffer(array.buffers()[1], dtype, len(array), array.offset * dtype.itemsize)
+
+
 def unnested(column) -> list[np.ndarray]:
     """The per-row arrays of an Arrow array made by `nested` (offsets taken as they are)."""
     offsets = []
     values = column
     while not hasattr(values.type, "list_size"):
-        offsets.append(values.offsets.to_numpy())
+        offsets.append(numpy_view(values.offsets))
         values = values.values
     dim = values.type.list_size
-    flat = values.values.to_numpy(zero_copy_only=False)
+    flat = numpy_view(values.values)
     if not offsets:
         return list(flat.reshape(len(column), dim))
     out = []
@@ -131,12 +143,12 @@ class ParquetFormat:
             columns = {n: table.column(n).to_pylist() for n in names}
             for i, embedding in enumerate(embeddings):
                 yield Row(columns["key"][i], columns["input"][i], columns["shard"][i], columns["duration"][i],
-                          columns["frames"][i], stamps[i].values.to_numpy(), embedding)
+                          columns["frames"][i], numpy_view(stamps[i].values), embedding)
 
     def stack(self, path: Path) -> tuple[list[str], np.ndarray] | None:
-        table = _open(path).read(columns=["key", "embedding"])
+        table = _open(path).read()  # all columns: naming some costs more than the few small ones
         column = table.column("embedding").combine_chunks()
         if not hasattr(column.type, "list_size"):
             return None  # not [D] per row
-        flat = column.values.to_numpy(zero_copy_only=False)
+        flat = numpy_view(column.values)
         return table.column("key").to_pylist(), flat.reshape(len(column), column.type.list_size)

@@ -13,6 +13,7 @@ import os
 import tarfile
 import time
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +22,7 @@ import numpy as np
 from .rows import BrokenPart, Row
 
 BLOCK = 512
+ZERO_BLOCK = bytes(BLOCK)
 
 
 def sample_name(key: str) -> str:
@@ -38,13 +40,24 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 def npy_array(data: bytes) -> np.ndarray:
-    buffer = io.BytesIO(data)
+    """The array of a .npy file's bytes (a view; headers parsed once per distinct header)."""
+    if data[:6] != b"\x93NUMPY":
+        raise ValueError("not a .npy file")
+    size = 2 if data[6] == 1 else 4
+    end = 8 + size + int.from_bytes(data[8 : 8 + size], "little")
+    shape, dtype = _npy_header(bytes(data[:end]))
+    return np.frombuffer(data, dtype, count=int(np.prod(shape)), offset=end).reshape(shape)
+
+
+@lru_cache(maxsize=64)
+def _npy_header(header: bytes) -> tuple[tuple[int, ...], np.dtype]:
+    buffer = io.BytesIO(header)
     version = np.lib.format.read_magic(buffer)
     read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran, dtype = read(buffer)
     if fortran or dtype.hasobject:
         raise ValueError("not a plain C-order numeric .npy")
-    return np.frombuffer(data, dtype, count=int(np.prod(shape)), offset=buffer.tell()).reshape(shape)
+    return shape, dtype
 
 
 class _Writer:
@@ -71,26 +84,65 @@ class _Writer:
         self.tar.close()  # the end-of-archive blocks
 
 
-def _members(path: Path) -> list[tarfile.TarInfo]:
-    """The members of a whole tar: every member's data and the end-of-archive blocks present."""
-    size = os.path.getsize(path)
-    try:
-        with tarfile.open(path, "r:") as tar:
-            members = tar.getmembers()
-            end = tar.offset
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise BrokenPart(f"{path}: not a whole tar file ({err})") from err
-    if not members or members[-1].offset_data + members[-1].size > size:
-        raise BrokenPart(f"{path}: cut short (its last member runs past the end)")
+def _number(field: bytes) -> int:
+    if field[0] & 0x80:  # base-256 (sizes of 8 GiB and more)
+        return int.from_bytes(field[1:], "big")
+    return int(field.rstrip(b"\0 ").strip() or b"0", 8)
+
+
+def _pax_path(data: bytes) -> str | None:
+    """The `path` record of a PAX extended header ("<length> path=<name>\n" records)."""
+    pos = 0
+    while pos < len(data):
+        length = int(data[pos : data.index(b" ", pos)])
+        key, _, value = data[data.index(b" ", pos) + 1 : pos + length - 1].partition(b"=")
+        if key == b"path":
+            return value.decode("utf-8", "surrogateescape")
+        pos += length
+    return None
+
+
+def members(path: Path) -> list[tuple[str, int, int]]:
+    """(name, data offset, size) of every file of a whole tar, read header by header; BrokenPart
+    when a header is damaged, a member's data runs past the end or the end-of-archive blocks
+    are missing (a cut file)."""
+    total = os.path.getsize(path)
+    found, pax = [], None
     with open(path, "rb") as handle:
-        handle.seek(end)
-        if handle.read(2 * BLOCK) != bytes(2 * BLOCK):
-            raise BrokenPart(f"{path}: cut short (no end-of-archive blocks)")
-    names = [m.name for m in members]
-    npy = {n[:-4] for n in names if n.endswith(".npy")}
-    if npy != {n[:-5] for n in names if n.endswith(".json")} or len(npy) * 2 != len(names):
+        pos = 0
+        while True:
+            handle.seek(pos)
+            block = handle.read(BLOCK)
+            if len(block) < BLOCK:
+                raise BrokenPart(f"{path}: cut short (no end-of-archive blocks)")
+            if block == ZERO_BLOCK:
+                if handle.read(BLOCK) != ZERO_BLOCK:
+                    raise BrokenPart(f"{path}: cut short (one end-of-archive block of two)")
+                break
+            try:
+                checksum, size = _number(block[148:156]), _number(block[124:136])
+            except ValueError:
+                raise BrokenPart(f"{path}: a damaged member header at byte {pos}") from None
+            if checksum != sum(block[:148]) + 256 + sum(block[156:]):
+                raise BrokenPart(f"{path}: a damaged member header at byte {pos}")
+            data = pos + BLOCK
+            if data + size > total:
+                raise BrokenPart(f"{path}: cut short (a member runs past the end)")
+            kind = block[156:157]
+            if kind == b"x":
+                pax = _pax_path(handle.read(size))
+            elif kind in (b"0", b"\0"):
+                name = block[:100].rstrip(b"\0").decode("utf-8", "surrogateescape")
+                prefix = block[345:500].rstrip(b"\0").decode("utf-8", "surrogateescape")
+                found.append((pax or (f"{prefix}/{name}" if prefix else name), data, size))
+                pax = None
+            elif kind != b"g":
+                raise BrokenPart(f"{path}: a member that is not a file ({kind!r}) at byte {pos}")
+            pos = data + -(-size // BLOCK) * BLOCK
+    npy = {n[:-4] for n, _, _ in found if n.endswith(".npy")}
+    if npy != {n[:-5] for n, _, _ in found if n.endswith(".json")} or len(npy) * 2 != len(found):
         raise BrokenPart(f"{path}: samples without both .npy and .json")
-    return members
+    return found
 
 
 class TarFormat:
@@ -98,16 +150,16 @@ class TarFormat:
         return _Writer(handle, meta)
 
     def keys(self, path: Path) -> list[str]:
-        return [key_of(m.name[:-4]) for m in _members(path) if m.name.endswith(".npy")]
+        return [key_of(name[:-4]) for name, _, _ in members(path) if name.endswith(".npy")]
 
     def rows(self, path: Path) -> Iterator[Row]:
-        members = _members(path)
+        found = members(path)
         with open(path, "rb") as handle:
             embedding = None
-            for member in members:
-                handle.seek(member.offset_data)
-                data = handle.read(member.size)
-                if member.name.endswith(".npy"):
+            for name, offset, size in found:
+                handle.seek(offset)
+                data = handle.read(size)
+                if name.endswith(".npy"):
                     embedding = npy_array(data)
                     continue
                 record = json.loads(data)
@@ -117,11 +169,11 @@ class TarFormat:
     def stack(self, path: Path) -> tuple[list[str], np.ndarray] | None:
         keys, arrays = [], []
         with open(path, "rb") as handle:
-            for member in _members(path):
-                if member.name.endswith(".npy"):
-                    handle.seek(member.offset_data)
-                    arrays.append(npy_array(handle.read(member.size)))
-                    keys.append(key_of(member.name[:-4]))
+            for name, offset, size in members(path):
+                if name.endswith(".npy"):
+                    handle.seek(offset)
+                    arrays.append(npy_array(handle.read(size)))
+                    keys.append(key_of(name[:-4]))
         if arrays and arrays[0].ndim != 1:
             return None
         return keys, np.stack(arrays) if arrays else np.zeros((0, 0), np.float32)
