@@ -112,7 +112,8 @@ def main() -> None:
         for fmt in FORMATS:
             result["frame_level"][fmt] = extract(embedder, long, root / f"frame-{fmt}", fmt, "frame")
         for level, prefix in (("clip_level", "clip"), ("frame_level", "frame")):
-            loads = {f"{fmt}_reader": (lambda f=fmt, p=prefix: load_all(root / f"{p}-{f}", p)) for fmt in FORMATS}
+            loads = {f"{fmt}_reader": (lambda f=fmt, p=prefix: load_all(root / f"{p}-{f}", p))
+                     for fmt in FORMATS}
             if level == "clip_level":
                 loads = {"npz_glob_np_load": lambda: glob_npz(root / "clip-npz"), **loads}
             result[level]["load"] = time_loads(loads, args.repeats)
