@@ -17,12 +17,15 @@ from .options import ExtractOptions
 MANIFEST = "manifest.jsonl"
 
 
-def iter_records(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """The records of a manifest in order (none if it does not exist); unreadable lines are skipped."""
+def iter_records(path: str | os.PathLike, prefix: str = "") -> Iterator[dict[str, Any]]:
+    """The records of a manifest in order (none if it does not exist), only those of lines
+    starting with `prefix` if given; unreadable lines are skipped."""
     path = Path(path)
     if not path.is_file():
         return
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.startswith(prefix):
+            continue
         try:
             yield json.loads(line)
         except json.JSONDecodeError:

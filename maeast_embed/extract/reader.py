@@ -21,6 +21,8 @@ from .parts import list_parts, part_format
 from .rows import Row
 from .status import manifests
 
+HEADER_PREFIX = '{"type": "header"'  # how json.dumps writes a header record (its first key)
+
 
 @dataclass
 class Record:
@@ -45,15 +47,10 @@ class Embeddings:
         found = manifests(self.output_dir)
         if not found:
             raise ConfigError(f"{self.output_dir} holds no extraction manifest (manifest*.jsonl)")
+        self.manifests = found
         self.header: dict[str, Any] = {}
-        self.files: dict[str, dict[str, Any]] = {}  # output -> latest ok record (npz)
         for path in found:
-            headers = []
-            for record in iter_records(path):
-                if record.get("type") == "header":
-                    headers.append(record)
-                elif record.get("type") == "file" and record.get("status") in ("ok", "skipped"):
-                    self.files[record["input"]] = record
+            headers = [r for r in iter_records(path, HEADER_PREFIX) if r.get("type") == "header"]
             if headers:
                 if self.header and headers[-1].get("signature") != self.header.get("signature"):
                     raise ConfigError(f"the manifests of {self.output_dir} disagree on the model or "
@@ -72,8 +69,13 @@ class Embeddings:
                 yield _record(row)
 
     def _npz(self) -> Iterator[Record]:
+        files = {}  # input -> its latest record, when done
+        for path in self.manifests:
+            for record in iter_records(path):
+                if record.get("type") == "file" and record.get("status") in ("ok", "skipped"):
+                    files[record["input"]] = record
         root = os.path.abspath(self.output_dir)
-        for name, entry in sorted(self.files.items(), key=lambda item: item[1].get("output") or ""):
+        for name, entry in sorted(files.items(), key=lambda item: item[1].get("output") or ""):
             path = Path(os.path.join(root, entry["output"]))
             key = Path(os.path.relpath(path, root)).as_posix().removesuffix(".npz")
             if key.startswith("../"):
