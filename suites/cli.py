@@ -158,3 +158,46 @@ def mteb_run(tasks, benchmark, results, **kwargs) -> None:
         click.echo(f"failed: {failure}", err=True)
     if outcome.exceptions:
         raise SystemExit(1)
+
+
+@click.command("bench")
+@model_options
+@click.option("--xares", "xares_tasks", multiple=True, help="An X-ARES task name or task file (repeatable).")
+@click.option("--mteb", "mteb_tasks", multiple=True, help="An mteb task name (repeatable).")
+@click.option("--benchmark", default=None, help="An mteb benchmark, e.g. 'MAEB(v1, audio-only)'.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="X-ARES's data, embeddings and scores (WORKDIR/env).")
+@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="mteb's results cache folder (default: none, every task is run).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the table here: .md, .csv or .json (default: Markdown on stdout).")
+def bench(xares_tasks, mteb_tasks, benchmark, workdir, results, out, **kwargs) -> None:
+    """Run X-ARES and MAEB/MTEB tasks with one model and options; one table of scores
+    (suite, task, metric, score; a failed task says so). Downloads as `xares run` and `mteb run`.
+    HEAR and SUPERB have their own commands (`maeast-embed hear`, `maeast-embed s3prl`)."""
+    from .bench import mteb_scores, table, xares_scores
+
+    if not (xares_tasks or mteb_tasks or benchmark):
+        raise click.UsageError("name tasks with --xares, --mteb or --benchmark")
+    fmt = {".csv": "csv", ".json": "json"}.get(out.suffix.lower(), "md") if out else "md"
+    out = out.resolve() if out else None
+    results = results.resolve() if results else None
+    options = suite_options(**kwargs)
+    rows = []
+    try:  # X-ARES first: its runner sets the multiprocessing start method, refused once set
+        if xares_tasks:
+            _needs("xares")
+            workdir.mkdir(parents=True, exist_ok=True)
+            rows += xares_scores(list(xares_tasks), options, workdir=workdir)
+        if mteb_tasks or benchmark:
+            _needs("mteb")
+            rows += mteb_scores(list(mteb_tasks), options, results=results, benchmark=benchmark)
+    except MAEASTError as err:
+        raise click.ClickException(str(err)) from err
+    text = table(rows, fmt)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    click.echo(table(rows), nl=False)
+    if any(r.value is None for r in rows):
+        raise SystemExit(1)

@@ -52,13 +52,21 @@ def install_decoder() -> None:
     webdataset.torch_audio = webdataset.autodecode.torch_audio = decode_audio
 
 
+def _digest(options: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def encoder_class_name(options: dict[str, Any]) -> str:
+    """The generated encoder's class name, which X-ARES names its caches and scores after."""
+    return f"MaeAst{_digest(options)}Encoder"
+
+
 def encoder_module(folder: Path, options: dict[str, Any]) -> str:
     """Write the encoder module for `options` into `folder`; its path as X-ARES takes it."""
-    text = json.dumps(options, sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"maeast_xares_{digest}.py"
-    source = ENCODER_MODULE.format(options=json.loads(text), name=f"MaeAst{digest}Encoder")
+    path = folder / f"maeast_xares_{_digest(options)}.py"
+    source = ENCODER_MODULE.format(options=json.loads(json.dumps(options, sort_keys=True)),
+                                   name=encoder_class_name(options))
     if not path.is_file() or path.read_text() != source:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(source)
@@ -85,9 +93,11 @@ def task_path(spec: str) -> tuple[str, Path | None]:
 
 
 def run(tasks: list[str], options: dict[str, Any], *, workdir: Path, max_jobs: int = 0,
-        from_stage: int = 0, to_stage: int = 2) -> None:
+        from_stage: int = 0, to_stage: int = 2) -> list[str]:
     """X-ARES's stages (0 download, 1 encode, 2 MLP and kNN scores) for `tasks`, in `workdir`
-    (its data and caches go to `workdir/env`, X-ARES's default root)."""
+    (its data and caches go to `workdir/env`, X-ARES's default root; the process moves there).
+    Once per process, before anything else sets the multiprocessing start method (X-ARES sets
+    it, and the call is refused once set). Returns the tasks' paths as X-ARES imports them."""
     from xares.run import main
 
     resolved = [task_path(spec) for spec in tasks]
@@ -100,5 +110,7 @@ def run(tasks: list[str], options: dict[str, Any], *, workdir: Path, max_jobs: i
     inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
     os.environ["PYTHONPATH"] = os.pathsep.join([*map(str, folders), *inherited])  # for spawned workers
     install_decoder()
-    main(Namespace(encoder_py=encoder, tasks_py=[p for p, _ in resolved], max_jobs=max_jobs,
-                   from_stage=from_stage, to_stage=to_stage))
+    tasks_py = [p for p, _ in resolved]
+    main(Namespace(encoder_py=encoder, tasks_py=tasks_py, max_jobs=max_jobs, from_stage=from_stage,
+                   to_stage=to_stage))
+    return tasks_py

@@ -128,7 +128,7 @@ def test_help_lists_every_command_without_importing_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()}
     plugins = {ep.name for ep in entry_points(group="maeast_embed.commands")}
-    assert plugins == {"hear", "probe", "s3prl", "xares", "mteb"}
+    assert plugins == {"hear", "probe", "s3prl", "xares", "mteb", "bench"}
     assert listed >= {"extract", "info", "pretrain", *plugins} and "unavailable" not in result.stdout
     assert result.stdout.strip().endswith("NO-TORCH")
 
