@@ -80,10 +80,10 @@ def task_path(spec: str) -> tuple[str, Path | None]:
     path = Path(spec)
     if path.suffix == ".py" and path.is_file():
         return path.name, path.resolve().parent
-    import tasks  # X-ARES's task modules, installed with it
+    import tasks  # X-ARES's task modules: a namespace package installed with it
 
     name = spec if spec.endswith("_task") else f"{spec}_task"
-    known = sorted(p.stem for p in Path(tasks.__file__).parent.glob("*_task.py"))
+    known = sorted({p.stem for folder in tasks.__path__ for p in Path(folder).glob("*_task.py")})
     if name not in known:
         from maeast_embed.errors import ConfigError
 

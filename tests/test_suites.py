@@ -111,7 +111,9 @@ def test_generated_encoder_module_is_what_the_runner_imports(tmp_path, tiny_patc
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module(name[: -len(".py")])
     found = [attr for attr in dir(module) if attr.endswith("Encoder")]  # X-ARES's attr_from_py_path rule
-    assert len(found) == 1
+    assert len(found) == 1 and found[0] == xares_run.encoder_class_name(options)
+    plain = importlib.import_module("maeast_suites.xares")  # `xares.run maeast_suites/xares.py` too
+    assert [attr for attr in dir(plain) if attr.endswith("Encoder")] == ["MaeAstEncoder"]
     built = getattr(module, found[0])()  # built with no arguments, as the runner does
     assert isinstance(built, MaeAstEncoder) and built.freq_pool == "mean"
     assert built.output_dim == built.model.cfg.embed_dim
