@@ -66,6 +66,16 @@ def test_encoder_equals_the_engine_clip_by_clip_in_any_batch(encoder, tiny_patch
     assert torch.equal(encoder(batch[[2, 0]])[0], together[2])  # order and batch mates do not matter
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_encoder_follows_the_module_to_cuda(tiny_patch_ckpt):
+    wave = torch.from_numpy(np.stack([tone(1.5), noise(1.5)])).float()
+    on_cpu = MaeAstEncoder(str(tiny_patch_ckpt))(wave)
+    moved = MaeAstEncoder(str(tiny_patch_ckpt)).to("cuda")  # as X-ARES's task does
+    out = moved(wave.cuda())
+    assert out.device.type == "cuda" and moved.embedder().device.type == "cuda"
+    torch.testing.assert_close(out.cpu(), on_cpu, atol=1e-4, rtol=1e-4)
+
+
 def test_layers_concatenate_per_step_in_order(encoder):
     wave = torch.from_numpy(chirp(1.5)).float()[None]
     both = MaeAstEncoder(encoder.model, layer="1,2")(wave)
