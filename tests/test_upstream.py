@@ -234,8 +234,11 @@ def shims():
     return s3prl_compat
 
 
+SHIMS_NEED_TORCHAUDIO = "the shims patch torchaudio (the s3prl extra brings it)"
+
+
 def test_torchaudio_shims(shims, tmp_path):
-    torchaudio = pytest.importorskip("torchaudio", reason="the shims patch torchaudio (the s3prl extra brings it)")
+    torchaudio = pytest.importorskip("torchaudio", reason=SHIMS_NEED_TORCHAUDIO)
 
     torchaudio.set_audio_backend("sox_io")
     stereo = np.stack([np.linspace(-0.5, 0.5, 22050), np.full(22050, 0.25)], axis=1).astype(np.float32)
@@ -256,7 +259,7 @@ def test_torchaudio_shims(shims, tmp_path):
 
 
 def test_non_16k_audio_is_reported(shims, tmp_path):
-    torchaudio = pytest.importorskip("torchaudio", reason="the shims patch torchaudio (the s3prl extra brings it)")
+    torchaudio = pytest.importorskip("torchaudio", reason=SHIMS_NEED_TORCHAUDIO)
 
     path = write_audio(tmp_path / "hi.wav", np.zeros(8000, dtype=np.float32), sr=8000)
     shims._warned_rates.discard(8000)
