@@ -249,12 +249,23 @@ def test_another_format_or_storage_dtype_is_refused_without_overwrite(tmp_path, 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_ranks_write_their_own_parts_and_status_counts_them(tmp_path, audio, tiny_patch_ckpt, fmt):
     out = tmp_path / "out"
-    for rank in range(2):
+    def rank(index: int) -> None:
         result = CliRunner().invoke(
             main, ["extract", str(audio), "-o", str(out), "--model", str(tiny_patch_ckpt), "--dtype",
                    "float32", "-q", "--granularity", "clip", "--format", fmt, "--shard", "auto"],
-            env={"RANK": str(rank), "WORLD_SIZE": "2"})
+            env={"RANK": str(index), "WORLD_SIZE": "2"})
         assert result.exit_code == 0, result.output
+
+    rank(0)
+    rank(1)
+    ext = ".parquet" if fmt == "parquet" else ".tar"
+    left = out / f".part-0-of-2-000004{ext}.a1b2c3.tmp"  # a killed rank-0 run's: rank 0 removes it
+    writing = out / f".part-1-of-2-000001{ext}.x1y2z3.tmp"  # rank 1 at work: rank 0 leaves it
+    for path in (left, writing):
+        path.write_bytes(b"partial")
+    rank(0)
+    assert not left.exists() and writing.exists()
+    writing.unlink()
     names = sorted(p.name for p in out.glob("part-*"))
     assert [n.split("-000000")[0] for n in names] == ["part-0-of-2", "part-1-of-2"]
     keys = [r.key for r in load_embeddings(out)]
@@ -290,12 +301,13 @@ def test_convert_between_formats(tmp_path, audio, tiny_patch_ckpt):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_streamed_long_files_go_into_parts_as_into_npz(tmp_path, tiny_patch_ckpt, fmt):
     """A file longer than stream_seconds is spooled to disk at frame level: its part row (float32
-    and float16) equals its .npz."""
+    and float16) equals its .npz, and a float16 .npz its float32 one rounded."""
     write_audio(tmp_path / "in" / "long.wav", noise(4.3, seed=5))
     write_audio(tmp_path / "in" / "short.wav", noise(0.9, seed=6))
     embedder = Embedder(tiny_patch_ckpt, batch_size=2, chunk_seconds=1.28, dtype="float32")
     runs = {}
-    for name, kind, dtype in [("npz", "npz", "float32"), ("p32", fmt, "float32"), ("p16", fmt, "float16")]:
+    for name, kind, dtype in [("npz", "npz", "float32"), ("n16", "npz", "float16"), ("p32", fmt, "float32"),
+                              ("p16", fmt, "float16")]:
         options = ExtractOptions(layer="all", stream_seconds=2.0, block_seconds=1.0, format=kind,
                                  storage_dtype=dtype)
         assert run_extract([tmp_path / "in"], tmp_path / name, embedder, options).ok
@@ -305,5 +317,6 @@ def test_streamed_long_files_go_into_parts_as_into_npz(tmp_path, tiny_patch_ckpt
     for key, (embedding, stamps) in reference.items():
         assert np.array_equal(runs["p32"][key].embedding, embedding)
         assert np.array_equal(runs["p16"][key].embedding, embedding.astype(np.float16))
+        assert np.array_equal(runs["n16"][key].embedding, embedding.astype(np.float16))
         assert np.array_equal(runs["p32"][key].timestamps, stamps)
     assert not [p for p in (tmp_path / "p16").iterdir() if p.name.startswith("tmp")]

@@ -20,7 +20,7 @@ class PartOutput:
     def __init__(self, output_dir: Path, options: ExtractOptions, meta: dict[str, Any],
                  on_commit: Callable[[Path, list[Row]], None]) -> None:
         fmt, shard = options.format, options.shard
-        remove_part_leftovers(output_dir)  # what killed runs were writing
+        remove_part_leftovers(output_dir, shard)  # what killed runs of this shard were writing
         if options.overwrite:
             for path in list_parts(output_dir, fmt):
                 if own_part(path, shard):

@@ -67,13 +67,16 @@ def next_seq(parts: list[Path], shard: tuple[int, int]) -> int:
     return max(seqs, default=-1) + 1
 
 
-def remove_part_leftovers(output_dir: Path) -> int:
-    """Delete the temporary parts killed runs left (`.part-....<random>.tmp`); returns how many."""
+def remove_part_leftovers(output_dir: Path, shard: tuple[int, int]) -> int:
+    """Delete the temporary parts killed runs of this shard left (`.<part name>.<random>.tmp`;
+    other shards' may be being written now); returns how many."""
     removed = 0
     for entry in os.scandir(output_dir):
-        if entry.name.startswith(".part-") and entry.name.endswith(TMP_SUFFIX):
-            Path(entry.path).unlink(missing_ok=True)
-            removed += 1
+        name = entry.name
+        if name.startswith(".part-") and name.endswith(TMP_SUFFIX):
+            if own_part(Path(name[1 : -len(TMP_SUFFIX)].rpartition(".")[0]), shard):
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
     return removed
 
 
