@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
 import os
 import tarfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
@@ -102,43 +104,50 @@ def _pax_path(data: bytes) -> str | None:
     return None
 
 
-def members(path: Path) -> list[tuple[str, int, int]]:
-    """(name, data offset, size) of every file of a whole tar, read header by header; BrokenPart
-    when a header is damaged, a member's data runs past the end or the end-of-archive blocks
-    are missing (a cut file)."""
-    total = os.path.getsize(path)
-    found, pax = [], None
+@contextmanager
+def mapped(path: Path) -> Iterator[bytes | mmap.mmap]:
+    """The bytes of a part, memory-mapped (slices read only what they cover)."""
     with open(path, "rb") as handle:
-        pos = 0
-        while True:
-            handle.seek(pos)
-            block = handle.read(BLOCK)
-            if len(block) < BLOCK:
-                raise BrokenPart(f"{path}: cut short (no end-of-archive blocks)")
-            if block == ZERO_BLOCK:
-                if handle.read(BLOCK) != ZERO_BLOCK:
-                    raise BrokenPart(f"{path}: cut short (one end-of-archive block of two)")
-                break
-            try:
-                checksum, size = _number(block[148:156]), _number(block[124:136])
-            except ValueError:
-                raise BrokenPart(f"{path}: a damaged member header at byte {pos}") from None
-            if checksum != sum(block[:148]) + 256 + sum(block[156:]):
-                raise BrokenPart(f"{path}: a damaged member header at byte {pos}")
-            data = pos + BLOCK
-            if data + size > total:
-                raise BrokenPart(f"{path}: cut short (a member runs past the end)")
-            kind = block[156:157]
-            if kind == b"x":
-                pax = _pax_path(handle.read(size))
-            elif kind in (b"0", b"\0"):
-                name = block[:100].rstrip(b"\0").decode("utf-8", "surrogateescape")
-                prefix = block[345:500].rstrip(b"\0").decode("utf-8", "surrogateescape")
-                found.append((pax or (f"{prefix}/{name}" if prefix else name), data, size))
-                pax = None
-            elif kind != b"g":
-                raise BrokenPart(f"{path}: a member that is not a file ({kind!r}) at byte {pos}")
-            pos = data + -(-size // BLOCK) * BLOCK
+        if os.fstat(handle.fileno()).st_size == 0:
+            yield b""
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            yield data
+
+
+def members(path: Path, data: bytes | mmap.mmap) -> list[tuple[str, int, int]]:
+    """(name, data offset, size) of every file of a whole tar (`data`, the bytes of `path`), read
+    header by header; BrokenPart when a header is damaged, a member's data runs past the end or
+    the end-of-archive blocks are missing (a cut file)."""
+    total, found, pax, pos = len(data), [], None, 0
+    while True:
+        block = data[pos : pos + BLOCK]
+        if len(block) < BLOCK:
+            raise BrokenPart(f"{path}: cut short (no end-of-archive blocks)")
+        if block == ZERO_BLOCK:
+            if data[pos + BLOCK : pos + 2 * BLOCK] != ZERO_BLOCK:
+                raise BrokenPart(f"{path}: cut short (one end-of-archive block of two)")
+            break
+        try:
+            checksum, size = _number(block[148:156]), _number(block[124:136])
+        except ValueError:
+            raise BrokenPart(f"{path}: a damaged member header at byte {pos}") from None
+        if checksum != sum(block[:148]) + 256 + sum(block[156:]):
+            raise BrokenPart(f"{path}: a damaged member header at byte {pos}")
+        start = pos + BLOCK
+        if start + size > total:
+            raise BrokenPart(f"{path}: cut short (a member runs past the end)")
+        kind = block[156:157]
+        if kind == b"x":
+            pax = _pax_path(data[start : start + size])
+        elif kind in (b"0", b"\0"):
+            name = block[:100].rstrip(b"\0").decode("utf-8", "surrogateescape")
+            prefix = block[345:500].rstrip(b"\0").decode("utf-8", "surrogateescape")
+            found.append((pax or (f"{prefix}/{name}" if prefix else name), start, size))
+            pax = None
+        elif kind != b"g":
+            raise BrokenPart(f"{path}: a member that is not a file ({kind!r}) at byte {pos}")
+        pos = start + -(-size // BLOCK) * BLOCK
     npy = {n[:-4] for n, _, _ in found if n.endswith(".npy")}
     if npy != {n[:-5] for n, _, _ in found if n.endswith(".json")} or len(npy) * 2 != len(found):
         raise BrokenPart(f"{path}: samples without both .npy and .json")
@@ -150,29 +159,26 @@ class TarFormat:
         return _Writer(handle, meta)
 
     def keys(self, path: Path) -> list[str]:
-        return [key_of(name[:-4]) for name, _, _ in members(path) if name.endswith(".npy")]
+        with mapped(path) as data:
+            return [key_of(name[:-4]) for name, _, _ in members(path, data) if name.endswith(".npy")]
 
     def rows(self, path: Path) -> Iterator[Row]:
-        found = members(path)
-        with open(path, "rb") as handle:
+        with mapped(path) as data:
             embedding = None
-            for name, offset, size in found:
-                handle.seek(offset)
-                data = handle.read(size)
+            for name, offset, size in members(path, data):
                 if name.endswith(".npy"):
-                    embedding = npy_array(data)
+                    embedding = npy_array(data[offset : offset + size])
                     continue
-                record = json.loads(data)
+                record = json.loads(data[offset : offset + size])
                 yield Row(record["key"], record["input"], record["shard"], record["duration"],
                           record["frames"], np.asarray(record["timestamps"], np.float64), embedding)
 
     def stack(self, path: Path) -> tuple[list[str], np.ndarray] | None:
         keys, arrays = [], []
-        with open(path, "rb") as handle:
-            for name, offset, size in members(path):
+        with mapped(path) as data:
+            for name, offset, size in members(path, data):
                 if name.endswith(".npy"):
-                    handle.seek(offset)
-                    arrays.append(npy_array(handle.read(size)))
+                    arrays.append(npy_array(data[offset : offset + size]))
                     keys.append(key_of(name[:-4]))
         if arrays and arrays[0].ndim != 1:
             return None
