@@ -268,6 +268,8 @@ class Embedder:
         batch, lengths = batch.to(self.device), lengths.to(self.device)
         fbank, frame_lengths = kaldi_fbank(batch, lengths)
         tokens, padding_mask = pad_tokens(*self.model.tokenize(fbank, frame_lengths), size)
+        if padding_mask is not None:  # padding is zeros whatever the batch's longest window is
+            tokens = tokens.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         hidden_states = self.model(tokens.to(compute_dtype(self.dtype)), padding_mask)
         if layer == "mean":  # average the layers in float32, not in a low-precision dtype
             hidden_states = [h.float() for h in hidden_states]

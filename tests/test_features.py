@@ -16,12 +16,16 @@ def embedder(request):
 
 
 def test_same_clip_alone_or_in_a_batch_of_16(embedder):
+    """In the dtype auto picks here, within that dtype's documented tolerance."""
     clips = [noise(1.0 + 0.37 * i, seed=i) for i in range(16)]
     together = embedder.frame_features(clips, layer="all")
     for i in (0, 5, 15):
         alone = embedder.frame_features([clips[i]], layer="all")[0]
         assert alone.shape == together[i].shape
-        assert (alone - together[i]).abs().max().item() <= 1e-5
+        if embedder.dtype == "bfloat16":
+            assert torch.nn.functional.cosine_similarity(alone, together[i], dim=-1).min() >= 0.9999
+        else:
+            assert (alone - together[i]).abs().max().item() <= {"float32": 1e-5, "int8": 1e-4}[embedder.dtype]
 
 
 def test_windows_are_token_aligned_and_stitch_to_the_whole_file():
