@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,42 @@ class InjectedFullDisk:
 
     def unmount(self) -> None:
         pass
+
+
+def kill_mid_write_script(module: str) -> str:
+    """Python source for a child that runs the `maeast-embed` CLI (sys.argv[2:]) with
+    `maeast_embed.extract.<module>.atomic_open` patched: the N-th file it opens (N = sys.argv[1])
+    SIGKILLs the process once more than 4 KiB of it are on disk. A kill inside a write, made
+    deterministic."""
+    return textwrap.dedent(
+        f"""
+        import contextlib, os, signal, sys
+        from maeast_embed.extract import {module} as target
+
+        kill_at, real, count = int(sys.argv[1]), target.atomic_open, [0]
+
+        class Dying:  # the temporary file's handle: SIGKILL once part of the file is on disk
+            def __init__(self, handle):
+                self.handle, self.written = handle, 0
+            def write(self, data):
+                n = self.handle.write(data)
+                self.written += len(data)
+                if self.written > 4096:
+                    self.handle.flush()
+                    os.fsync(self.handle.fileno())
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return n
+            def __getattr__(self, name):
+                return getattr(self.handle, name)
+
+        @contextlib.contextmanager
+        def atomic_open(path, *args, **kwargs):
+            count[0] += 1
+            with real(path, *args, **kwargs) as handle:
+                yield Dying(handle) if count[0] == kill_at else handle
+
+        target.atomic_open = atomic_open
+        from maeast_embed.cli import main
+        main(sys.argv[2:], prog_name="maeast-embed")
+        """
+    )

@@ -5,14 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from helpers import chirp, noise, tone, write_audio
+from helpers import chirp, kill_mid_write_script, noise, tone, write_audio
 
 from maeast_embed.cli import main
 from maeast_embed.extract import ExtractOptions, embed_files, read_manifest, run_extract
@@ -201,38 +200,7 @@ def test_two_hour_file_streams_in_bounded_memory(tmp_path, tiny_patch_ckpt):
     assert frame_peak - baseline < 0.5 * whole_16k_mb  # the 88 MiB output is spooled to disk
 
 
-KILL_IN_WRITE = textwrap.dedent(
-    """
-    import contextlib, os, signal, sys
-    from maeast_embed.extract import npz
-
-    kill_at, real, count = int(sys.argv[1]), npz.atomic_open, [0]
-
-    class Dying:  # the temporary file's handle: SIGKILL once part of the file is on disk
-        def __init__(self, handle):
-            self.handle, self.written = handle, 0
-        def write(self, data):
-            n = self.handle.write(data)
-            self.written += n
-            if self.written > 4096:
-                self.handle.flush()
-                os.fsync(self.handle.fileno())
-                os.kill(os.getpid(), signal.SIGKILL)
-            return n
-        def __getattr__(self, name):
-            return getattr(self.handle, name)
-
-    @contextlib.contextmanager
-    def atomic_open(path, *args, **kwargs):
-        count[0] += 1
-        with real(path, *args, **kwargs) as handle:
-            yield Dying(handle) if count[0] == kill_at else handle
-
-    npz.atomic_open = atomic_open
-    from maeast_embed.cli import main
-    main(sys.argv[2:], prog_name="maeast-embed")
-    """
-)
+KILL_IN_WRITE = kill_mid_write_script("npz")
 
 
 def test_kill_9_during_a_write_then_rerun_completes(tmp_path, tiny_patch_ckpt):

@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import tarfile
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import noise, write_audio
+from helpers import kill_mid_write_script, noise, write_audio
 
 from maeast_embed import load_embeddings
 from maeast_embed.cli import main
@@ -140,38 +139,7 @@ def test_parquet_layout_and_metadata(tmp_path, audio, tiny_patch_ckpt):
     assert sorted(table.column("duration").to_pylist()) == pytest.approx([0.6 + 0.2 * i for i in range(7)])
 
 
-KILL_IN_PART = textwrap.dedent(
-    """
-    import contextlib, os, signal, sys
-    from maeast_embed.extract import parts
-
-    kill_at, real, count = int(sys.argv[1]), parts.atomic_open, [0]
-
-    class Dying:  # the temporary part's handle: SIGKILL once part of the file is on disk
-        def __init__(self, handle):
-            self.handle, self.written = handle, 0
-        def write(self, data):
-            n = self.handle.write(data)
-            self.written += len(data)
-            if self.written > 4096:
-                self.handle.flush()
-                os.fsync(self.handle.fileno())
-                os.kill(os.getpid(), signal.SIGKILL)
-            return n
-        def __getattr__(self, name):
-            return getattr(self.handle, name)
-
-    @contextlib.contextmanager
-    def atomic_open(path, *args, **kwargs):
-        count[0] += 1
-        with real(path, *args, **kwargs) as handle:
-            yield Dying(handle) if count[0] == kill_at else handle
-
-    parts.atomic_open = atomic_open
-    from maeast_embed.cli import main
-    main(sys.argv[2:], prog_name="maeast-embed")
-    """
-)
+KILL_IN_PART = kill_mid_write_script("parts")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
