@@ -21,7 +21,7 @@ from .lock import lock_path, run_lock
 from .manifest import MANIFEST, read_manifest
 from .npz import write_npz_atomic
 from .options import ExtractOptions
-from .partrun import PartOutput
+from .partrun import PartOutput, parts_of_run
 from .reader import Embeddings, load_embeddings
 from .rows import Row
 
@@ -79,7 +79,7 @@ def _write(embeddings: Embeddings, target: Path, options: ExtractOptions, header
             done.written += 1
 
     parts = None if options.format == "npz" else PartOutput(target, options, header, committed)
-    try:
+    with parts_of_run(parts):
         for item in embeddings:
             row = Row(item.key, item.input, item.shard, item.duration, item.frames, item.timestamps,
                       item.embedding.astype(options.storage_dtype, copy=False))
@@ -93,13 +93,5 @@ def _write(embeddings: Embeddings, target: Path, options: ExtractOptions, header
             elif row.key in parts.done and not options.overwrite:
                 done.skipped += 1
             else:
-                with writing(parts.writer.target):
-                    parts.writer.add(row)
-        if parts is not None:
-            with writing(parts.writer.target):
-                parts.writer.commit()
-    except BaseException:
-        if parts is not None:
-            parts.writer.abort()
-        raise
+                parts.add(row)
     return done

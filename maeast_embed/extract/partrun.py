@@ -3,10 +3,12 @@ already hold, broken parts set aside, rows written into new parts of this shard.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..atomic import writing
 from .options import ExtractOptions
 from .parts import PartWriter, list_parts, next_seq, own_part, remove_part_leftovers, scan_parts, set_aside
 from .rows import Row
@@ -36,3 +38,23 @@ class PartOutput:
         self.done = scan.keys
         self.writer = PartWriter(output_dir, fmt, shard, options.part_size, meta,
                                  next_seq(list_parts(output_dir, fmt), shard), on_commit)
+
+    def add(self, row: Row) -> None:
+        """Write a row into the open part (an OSError is an OutputError naming the part)."""
+        with writing(self.writer.target):
+            self.writer.add(row)
+
+
+@contextmanager
+def parts_of_run(parts: PartOutput | None) -> Iterator[None]:
+    """Commit the open part when the block ends, or drop it (its temporary file removed) when
+    the block or the commit raises; nothing for an .npz run (`parts` None)."""
+    try:
+        yield
+        if parts is not None:
+            with writing(parts.writer.target):
+                parts.writer.commit()
+    except BaseException:
+        if parts is not None:
+            parts.writer.abort()
+        raise

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from .lock import lock_path, run_lock
 from .manifest import manifest_name, read_manifest, run_header, run_signature
 from .npz import FrameSpool, remove_leftovers, write_npz_atomic
 from .options import ExtractOptions
-from .partrun import PartOutput
+from .partrun import PartOutput, parts_of_run
 from .result import Result
 from .rows import Row
 
@@ -188,8 +189,7 @@ def _run_locked(
     if parts is None:
         remove_leftovers([job.output(output_dir) for job in jobs])  # temporary files of killed runs
 
-    bar = Progress(len(todo), progress)
-    try:
+    with closing(Progress(len(todo), progress)) as bar, parts_of_run(parts):
         for result in iter_results(embedder, todo, options, spool_dir=output_dir):
             job = result.job
             if parts is not None:
@@ -225,15 +225,6 @@ def _run_locked(
                 summary.failed.append((job.name, result.error))
                 record_file(job.name, "failed", job, duration=result.duration, error=result.error)
             bar.update(result.duration or 0.0)
-        if parts is not None:
-            with writing(parts.writer.target):
-                parts.writer.commit()
-    except BaseException:
-        if parts is not None:
-            parts.writer.abort()
-        raise
-    finally:
-        bar.close()
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -251,5 +242,4 @@ def write_row(parts: PartOutput, job: Job, result: Result, storage_dtype: str) -
         if isinstance(embedding, FrameSpool):
             embedding.close()
     row = Row(job.rel, job.name, job.shard, result.duration, result.frames, result.timestamps, array)
-    with writing(parts.writer.target):
-        parts.writer.add(row)
+    parts.add(row)
