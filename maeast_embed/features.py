@@ -24,6 +24,7 @@ from .frontend import (
     SAMPLE_RATE,
     kaldi_fbank,
     min_samples_for_tokens,
+    num_frames,
     token_centre_seconds,
 )
 from .model import MAEAST
@@ -64,7 +65,7 @@ def plan_windows(num_samples: int, kernel_time: int, chunk_steps: int, clip: int
     chunk_steps * kt * 160 samples apart (so they overlap by 240 samples, one frame's tail).
     """
     step_samples = kernel_time * FRAME_SHIFT
-    total_steps = max(0, (num_samples - FRAME_LENGTH) // FRAME_SHIFT + 1) // kernel_time
+    total_steps = num_frames(num_samples) // kernel_time
     windows = []
     for first in range(0, total_steps, chunk_steps):
         steps = min(chunk_steps, total_steps - first)
@@ -217,8 +218,7 @@ class Embedder:
     def padded_tokens(self, num_samples: int) -> int:
         """Tokens a window of `num_samples` is encoded with: its whole token steps, padded up
         to a multiple of TOKEN_ALIGN (the same alone and in any batch; see `pad_tokens`)."""
-        frames = max(0, (num_samples - FRAME_LENGTH) // FRAME_SHIFT + 1)
-        tokens = frames // self.model.cfg.kernel_time * self.model.cfg.tokens_per_step
+        tokens = num_frames(num_samples) // self.model.cfg.kernel_time * self.model.cfg.tokens_per_step
         return -(-tokens // TOKEN_ALIGN) * TOKEN_ALIGN
 
     @torch.inference_mode()
