@@ -10,7 +10,7 @@ from maeast_embed.cli_common import trust_option
 from maeast_embed.defaults import DEFAULT_MODEL, DTYPE_CHOICES
 from maeast_embed.errors import MAEASTError
 
-from .choices import LAYOUTS, PRECISIONS
+from .choices import JOINS, LAYOUTS, PRECISIONS
 
 
 def _grid(text: str) -> tuple[float, ...]:
@@ -50,6 +50,21 @@ def _grid(text: str) -> tuple[float, ...]:
     show_default=True,
     help="Dataset layout: class folders, CSV (path,label[,fold|split]), ESC-50, Speech Commands, HEAR task, "
     "WebDataset shards.",
+)
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Labels CSV (key|input,label[,fold|split]) when DATASET is an extraction output folder "
+    "(precomputed embeddings).",
+)
+@click.option(
+    "--join",
+    type=click.Choice(JOINS),
+    default="auto",
+    show_default=True,
+    help="The --labels column naming each embedding: key (its name in the folder, e.g. dog/1.wav), "
+    "input (its path as extract recorded it, or relative to the CSV), auto: key if the CSV has it.",
 )
 @click.option(
     "--layer",
@@ -141,6 +156,8 @@ def probe(
     models: tuple[str, ...],
     out_dir: Path | None,
     layout: str,
+    labels: Path | None,
+    join: str,
     layer: str,
     pool: str,
     freq_pool: str,
@@ -171,6 +188,12 @@ def probe(
     a HEAR task folder, or WebDataset shards (a .tar file, glob or brace range such as
     'train-{000000..000009}.tar'; labels from each sample's .cls, or its .json "label"/"labels"
     with an optional "fold" or "split"). Writes REPORT_DIR/report.json plus PNG plots and prints a table.
+
+    DATASET may also be an output folder of `maeast-embed extract` (npz, parquet or webdataset)
+    with --labels CSV: its embeddings are probed as they are (no --model, no --finetune). A
+    frame-level folder is pooled over time with --pool; --layer numbers name the model's layers
+    the folder holds. Every CSV row must name an embedding; embeddings without a row are left out
+    with a warning.
     """
     import warnings
 
@@ -186,6 +209,8 @@ def probe(
             pool=pool,
             freq_pool=freq_pool,
             layout=layout,
+            labels=labels,
+            join=join,
             folds=folds,
             seed=seed,
             device=device,
@@ -215,7 +240,7 @@ def probe(
             warnings.simplefilter("ignore", ProbeWarning)  # printed once each from the report below
             report = run_probe(
                 dataset,
-                list(models) or [DEFAULT_MODEL],
+                list(models) or ([] if labels else [DEFAULT_MODEL]),
                 out_dir,
                 config,
                 log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)),

@@ -123,7 +123,11 @@ def _is_audio(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in audio_extensions() and not path.name.startswith(".")
 
 
-def _finish(name, root, layout, clips, multilabel, partition, classes=None, groups=None) -> ProbeDataset:
+def finish_dataset(
+    name, root, layout, clips, multilabel, partition, classes=None, groups=None, *, audio=True
+) -> ProbeDataset:
+    """The dataset of `clips`, checked (clips, 2 classes), with warnings for single-clip classes
+    and, when the clips are `audio` files, for those that do not exist."""
     if not clips:
         raise MAEASTError(f"{root}: no labelled audio clips found ({layout} layout)")
     classes = classes or sorted({label for c in clips for label in c.labels})
@@ -140,7 +144,7 @@ def _finish(name, root, layout, clips, multilabel, partition, classes=None, grou
             "only one of train/valid/test, so they are never both learned and tested",
             ds.warnings,
         )
-    missing = [c.path for c in clips if c.stat() is None]
+    missing = [c.path for c in clips if c.stat() is None] if audio else []
     if missing:
         warn(
             f"{len(missing)} listed file(s) do not exist (e.g. {missing[0]}): they will be skipped",
@@ -157,34 +161,57 @@ def read_folder(root: Path) -> ProbeDataset:
         for path in sorted(folder.rglob("*"))
         if _is_audio(path)
     ]
-    return _finish(root.name, root, "folder", clips, False, "none")
+    return finish_dataset(root.name, root, "folder", clips, False, "none")
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One row of a labels CSV: its line, the value of its id column, its labels and group."""
+
+    line: int
+    name: str
+    labels: tuple[str, ...]
+    group: str | None
+
+
+def read_label_rows(path: Path, ids: tuple[str, ...]) -> tuple[str, str | None, list[LabelRow]]:
+    """A labels CSV whose header names one of the id columns `ids`, `label` and optionally `fold`
+    or `split`: (the id column, the group column or None, the rows). Several labels in one cell
+    are separated by ';'. The first of `ids` in the header is the id column."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in reader.fieldnames or []]
+        id_key = next((name for name in ids if name in header), None)
+        if id_key is None or "label" not in header:
+            raise MAEASTError(
+                f"{path}: the header must name the columns {'|'.join(ids)},label[,fold|split], got {header}"
+            )
+        group_key = "fold" if "fold" in header else "split" if "split" in header else None
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            labels = tuple(part.strip() for part in row["label"].split(LABEL_SEPARATOR) if part.strip())
+            if not row[id_key] or not labels:
+                raise MAEASTError(f"{path}:{line}: empty {id_key} or label")
+            group = row[group_key] if group_key else None
+            if group_key and not group:
+                raise MAEASTError(f"{path}:{line}: empty {group_key}")
+            rows.append(LabelRow(line, row[id_key], labels, group))
+    return id_key, group_key, rows
+
+
+def partition_of(group_key: str | None) -> str:
+    return {"fold": "folds", "split": "splits", None: "none"}[group_key]
 
 
 def read_csv(path: Path) -> ProbeDataset:
     """CSV with a header `path,label[,fold|split]`; paths relative to the CSV's folder; several
     labels in one cell separated by ';' make the task multilabel."""
     root = path.parent
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in reader.fieldnames or []]
-        if "path" not in header or "label" not in header:
-            raise MAEASTError(
-                f"{path}: the header must name the columns path,label[,fold|split], got {header}"
-            )
-        group_key = "fold" if "fold" in header else "split" if "split" in header else None
-        clips = []
-        for line, row in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            labels = tuple(part.strip() for part in row["label"].split(LABEL_SEPARATOR) if part.strip())
-            if not row["path"] or not labels:
-                raise MAEASTError(f"{path}:{line}: empty path or label")
-            group = row[group_key] if group_key else None
-            if group_key and not group:
-                raise MAEASTError(f"{path}:{line}: empty {group_key}")
-            clips.append(Clip((root / row["path"]).resolve(), labels, group))
+    _, group_key, rows = read_label_rows(path, ("path",))
+    clips = [Clip((root / row.name).resolve(), row.labels, row.group) for row in rows]
     multilabel = any(len(c.labels) > 1 for c in clips)
-    partition = {"fold": "folds", "split": "splits", None: "none"}[group_key]
-    return _finish(path.stem, root.resolve(), "csv", clips, multilabel, partition)
+    return finish_dataset(path.stem, root.resolve(), "csv", clips, multilabel, partition_of(group_key))
 
 
 def read_esc50(root: Path) -> ProbeDataset:
@@ -198,7 +225,7 @@ def read_esc50(root: Path) -> ProbeDataset:
                 )
             except (KeyError, ValueError) as err:
                 raise MAEASTError(f"{root}/meta/esc50.csv: bad row {row} ({err})") from err
-    return _finish(root.name, root, "esc50", clips, False, "folds")
+    return finish_dataset(root.name, root, "esc50", clips, False, "folds")
 
 
 def read_speech_commands(root: Path) -> ProbeDataset:
@@ -220,7 +247,7 @@ def read_speech_commands(root: Path) -> ProbeDataset:
             f"{root}: {len(lists)} clip(s) named in the validation/testing lists are not in any "
             f"class folder (e.g. {next(iter(lists))})"
         )
-    return _finish(root.name, root, "speechcommands", clips, False, "splits")
+    return finish_dataset(root.name, root, "speechcommands", clips, False, "splits")
 
 
 def read_hear(root: Path) -> ProbeDataset:
@@ -259,7 +286,7 @@ def read_hear(root: Path) -> ProbeDataset:
                 )
             clips.append(Clip(audio_root / group / name, tuple(labels), group))
     multilabel = meta.get("prediction_type", "multiclass") == "multilabel"
-    return _finish(
+    return finish_dataset(
         meta.get("task_name", root.name), root, "hear", clips, multilabel, partition, vocabulary, groups
     )
 
@@ -305,7 +332,7 @@ def read_shards(spec: str) -> ProbeDataset:
         raise MAEASTError(f"{spec}: some samples have a {next(iter(kinds))} and others do not")
     multilabel = any(len(c.labels) > 1 for c in clips)
     root = shards[0].parent
-    ds = _finish(root.name, root, "shards", clips, multilabel, partition)
+    ds = finish_dataset(root.name, root, "shards", clips, multilabel, partition)
     if unlabelled:
         warn(f"{unlabelled} sample(s) carry no .cls or .json label: left out", ds.warnings)
     return ds

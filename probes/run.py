@@ -16,10 +16,11 @@ from maeast_embed.features import resolve_device
 from maeast_embed.precision import check_dtype
 
 from .datasets import ProbeDataset, Split, load_dataset, make_splits, warn
-from .embeddings import EmbedOptions, ModelSpec, get_embeddings, read_clips, resolve_models
+from .embeddings import Embeddings, EmbedOptions, ModelSpec, get_embeddings, read_clips, resolve_models
 from .finetune import FinetuneConfig, finetune_split
 from .linear import ProbeConfig, parse_layer_mode, probe_split
 from .metrics import confusion, headline, summarise
+from .precomputed import Precomputed, is_output_folder, load_precomputed, model_layer, values_layer
 from .report import format_table, plot_confusion, plot_layers, write_json
 
 
@@ -44,6 +45,8 @@ class RunConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     finetune: FinetuneConfig | None = None
     progress: bool = False
+    labels: Path | None = None  # labels CSV of an extraction output folder (precomputed embeddings)
+    join: str = "auto"  # the CSV column naming each record: 'key', 'input', or 'auto' (key if any)
 
 
 def _safe(label: str) -> str:
@@ -83,8 +86,10 @@ def evaluate_model(
     targets: np.ndarray,
     waves_cache: dict[str, Any],
     log: Callable[[str], None],
+    precomputed: Embeddings | None = None,
 ) -> dict[str, Any]:
-    """Linear probe (or fine-tuning) of one model on every split; test probabilities kept for plots."""
+    """Linear probe (or fine-tuning) of one model on every split; test probabilities kept for plots.
+    `precomputed`: the embeddings to probe instead of computing them."""
     start = time.perf_counter()
     device = resolve_device(config.device)
     method = "finetune" if config.finetune is not None and spec.kind != "fbank" else "linear"
@@ -96,7 +101,7 @@ def evaluate_model(
         "method": method,
     }
     if method == "linear":
-        emb = get_embeddings(
+        emb = precomputed or get_embeddings(
             spec,
             ds,
             EmbedOptions(config.pool, config.freq_pool, config.dtype, config.chunk_seconds),
@@ -111,8 +116,9 @@ def evaluate_model(
         record["cache"] = {"file": emb.cache_file, "hit": emb.from_cache}
         record["dtype"] = emb.dtype
         record["embedding_shape"] = list(emb.values.shape[1:])
+        source = "precomputed" if precomputed else "from cache" if emb.from_cache else "computed"
         log(
-            f"{spec.label}: embeddings {'from cache' if emb.from_cache else 'computed'} "
+            f"{spec.label}: embeddings {source} "
             f"({emb.values.shape[1]} layer(s) x {emb.values.shape[2]})"
         )
     else:
@@ -177,6 +183,37 @@ def evaluate_model(
     return record
 
 
+def _precomputed(dataset: str | Path, models: list[str], config: RunConfig) -> Precomputed:
+    """The embeddings and labels of an extraction output folder, after the options that cannot
+    apply to them are refused."""
+    if config.labels is None:
+        raise MAEASTError(f"{dataset} is an extraction output folder: give its labels with --labels "
+                          "CSV (columns key|input,label[,fold|split])")
+    if models:
+        raise MAEASTError("--model does not apply to precomputed embeddings: the folder's model made them")
+    if config.finetune is not None:
+        raise MAEASTError("--finetune needs the audio: precomputed embeddings get a linear probe")
+    return load_precomputed(dataset, config.labels, config.join, config.pool)
+
+
+def _precomputed_spec(pre: Precomputed, folder: Path) -> ModelSpec:
+    model = pre.header.get("model", {})
+    label = model.get("name") or Path(model.get("path") or folder.name).stem
+    info = {"embeddings": str(folder.resolve()), "format": pre.header.get("options", {}).get("format", "npz"),
+            "join": pre.join, "layers": pre.header.get("layers"), "time_pool": pre.pooled,
+            "model": model, "options": pre.header.get("options", {})}
+    return ModelSpec(label, "precomputed", model.get("sha256") or "", info=info)
+
+
+def _model_layers(record: dict[str, Any], pre: Precomputed) -> dict[str, Any]:
+    """A record's layer numbers (positions along the folder's layers) as the model's."""
+    for entry in [*record["folds"], *record.get("per_layer", [])]:
+        entry["layer"] = model_layer(entry["layer"], pre)
+        for inner in entry.get("per_layer", []):
+            inner["layer"] = model_layer(inner["layer"], pre)
+    return record
+
+
 def run_probe(
     dataset: str | Path,
     models: list[str],
@@ -186,20 +223,33 @@ def run_probe(
 ) -> dict[str, Any]:
     """Evaluate `models` on `dataset`; writes report.json and PNG plots to `out_dir`, returns the report."""
     config = config or RunConfig()
-    if not models:
-        raise MAEASTError("give at least one --model (a checkpoint, fbank, or random)")
     config = replace(config, layer=parse_layer_mode(config.layer))
-    check_dtype(config.dtype, resolve_device(config.device))  # before any audio is read
     out_dir = Path(out_dir)
-    ds = load_dataset(dataset, config.layout)
+    if config.labels is not None or is_output_folder(dataset):
+        pre = _precomputed(dataset, models, config)
+        ds, specs = pre.dataset, [_precomputed_spec(pre, Path(dataset))]
+    else:
+        if not models:
+            raise MAEASTError("give at least one --model (a checkpoint, fbank, or random)")
+        check_dtype(config.dtype, resolve_device(config.device))  # before any audio is read
+        ds, pre = load_dataset(dataset, config.layout), None
     splits = make_splits(ds, num_folds=config.folds, valid_fraction=config.valid_fraction, seed=config.seed)
     log(f"{ds.name}: {len(ds)} clips, {len(ds.classes)} classes, {ds.layout} layout, {len(splits)} split(s)")
-    specs = resolve_models(models, trust_checkpoint=config.trust_checkpoint, seed=config.seed)
+    if pre is None:
+        specs = resolve_models(models, trust_checkpoint=config.trust_checkpoint, seed=config.seed)
     targets = ds.label_matrix() if ds.multilabel else ds.targets()
     waves_cache: dict[str, Any] = {}
-    results = [evaluate_model(spec, ds, splits, config, targets, waves_cache, log) for spec in specs]
+    if pre is None:
+        results = [evaluate_model(spec, ds, splits, config, targets, waves_cache, log) for spec in specs]
+    else:
+        values = Embeddings(pre.values, np.ones(len(ds), bool), {}, False, None,
+                            pre.header.get("options", {}).get("dtype"))
+        probed = replace(config, layer=values_layer(config.layer, pre))
+        results = [_model_layers(evaluate_model(specs[0], ds, splits, probed, targets, waves_cache, log,
+                                                values), pre)]
     settings = asdict(config)
     settings["cache_dir"] = str(config.cache_dir) if config.cache_dir else None
+    settings["labels"] = str(config.labels) if config.labels else None
     report: dict[str, Any] = {
         "dataset": {
             "name": ds.name,

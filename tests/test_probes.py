@@ -440,3 +440,117 @@ def test_probe_on_shards_scores_and_reports_a_broken_sample(tmp_path):
     assert report["dataset"]["layout"] == "shards"
     assert model["skipped"]["count"] == 1 and list(model["skipped"]["files"]) == ["probe-0000.tar/s0004"]
     assert model["summary"]["accuracy"]["mean"] > 1 / 3
+
+
+# --- precomputed embeddings: an extraction output folder + a labels CSV ---------------------------
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory, tiny_patch_ckpt):
+    """Tones and noises (2 classes, 8 clips each) extracted at clip level into every format, and
+    at frame level with every layer into Parquet; a labels CSV joined on key, with folds."""
+    from helpers import noise, tone, write_audio
+
+    root = tmp_path_factory.mktemp("precomputed")
+    for i in range(8):
+        write_audio(root / "audio" / "tone" / f"t{i}.wav", tone(0.5, freq=300 + 400 * i, seed=i))
+        write_audio(root / "audio" / "noise" / f"n{i}.wav", noise(0.5, amp=0.05 + 0.02 * i, seed=i))
+    base = ["extract", str(root / "audio"), "--model", str(tiny_patch_ckpt), "--dtype", "float32",
+            "-q", "--num-workers", "0"]
+    folders = {}
+    for fmt in ("npz", "parquet", "webdataset"):
+        folders[fmt] = root / f"clip-{fmt}"
+        args = [*base, "-o", str(folders[fmt]), "--granularity", "clip", "--format", fmt]
+        assert CliRunner().invoke(main, args).exit_code == 0
+    folders["frame"] = root / "frame-parquet"
+    args = [*base, "-o", str(folders["frame"]), "--format", "parquet", "--layer", "all"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    labels = root / "labels.csv"
+    rows = [f"{c}/{p}{i}.wav,{c},{i % 4}" for c, p in (("tone", "t"), ("noise", "n")) for i in range(8)]
+    labels.write_text("key,label,fold\n" + "\n".join(rows) + "\n")
+    return folders, labels
+
+
+def test_probe_on_an_output_folder_of_every_format_scores_the_same(extracted, tmp_path):
+    from maeast_embed import load_embeddings
+    from probes.precomputed import load_precomputed
+
+    folders, labels = extracted
+    reports = {fmt: run_probe(folders[fmt], [], tmp_path / fmt, config(tmp_path, labels=labels))
+               for fmt in ("npz", "parquet", "webdataset")}
+    models = [reports[fmt]["models"][0] for fmt in reports]
+    assert models[0]["kind"] == "precomputed" and models[0]["info"]["format"] == "npz"
+    assert [m["info"]["format"] for m in models] == ["npz", "parquet", "webdataset"]
+    assert models[0]["summary"]["accuracy"]["mean"] >= 0.9  # tones vs noises, 4 folds
+    for model in models[1:]:
+        assert model["summary"] == models[0]["summary"] and model["folds"] == models[0]["folds"]
+    assert reports["npz"]["dataset"]["partition"] == "folds" and reports["npz"]["dataset"]["num_clips"] == 16
+    pre = load_precomputed(folders["parquet"], labels)
+    keys, values = load_embeddings(folders["npz"]).to_numpy()
+    order = [keys.index(c.path.relative_to(folders["parquet"]).as_posix()) for c in pre.dataset.clips]
+    np.testing.assert_array_equal(pre.values[:, 0], values[order])
+    # frame level, every layer: pooled here with --pool, the mean equals the clip-level embedding
+    frame = load_precomputed(folders["frame"], labels, pool="mean")
+    assert frame.pooled == "mean" and frame.values.shape[1] == len(frame.layers) > 1
+    np.testing.assert_allclose(frame.values[:, -1], pre.values[:, 0], rtol=1e-5, atol=1e-6)
+    meanmax = load_precomputed(folders["frame"], labels, pool="meanmax")
+    assert meanmax.values.shape[2] == 2 * frame.values.shape[2]
+
+
+def test_cli_probe_on_an_output_folder_joins_on_input_and_names_model_layers(extracted, tmp_path):
+    folders, _ = extracted
+    audio = folders["npz"].parent / "audio"
+    labels = audio / "labels.csv"  # input paths relative to the CSV's folder, 2 folds
+    rows = [f"{c}/{p}{i}.wav,{c},{i % 2}" for c, p in (("tone", "t"), ("noise", "n")) for i in range(8)]
+    labels.write_text("input,label,fold\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "cli"
+    args = ["probe", str(folders["frame"]), "--labels", str(labels), "--join", "input", "--layer", "all",
+            "--pool", "meanmax", "-o", str(out), "--l2", "0.1,0.001", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    model = report["models"][0]
+    layers = model["info"]["layers"]
+    assert model["info"]["join"] == "input" and model["info"]["time_pool"] == "meanmax"
+    assert [entry["layer"] for entry in model["per_layer"]] == layers and len(layers) > 1
+    assert report["settings"]["labels"] == str(labels) and report["settings"]["join"] == "input"
+    assert model["summary"]["accuracy"]["mean"] >= 0.9
+    args[args.index("all")] = str(layers[0])  # a model layer number picks that layer
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert {f["layer"] for f in report["models"][0]["folds"]} == {layers[0]}
+    args[args.index(str(layers[0]))] = str(layers[-1] + 1)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0 and f"holds layers {layers}" in result.output
+    args[args.index("--join") + 1] = "key"  # the CSV has no key column
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0 and "must name the columns key,label" in result.output
+
+
+def test_precomputed_bad_input_is_refused_clearly(extracted, tmp_path):
+    folders, labels = extracted
+    run = lambda folder, models=(), **kw: run_probe(  # noqa: E731
+        folder, list(models), tmp_path / "out", config(tmp_path, **{"labels": labels, **kw}))
+    lines = labels.read_text().splitlines()
+    extra = tmp_path / "extra.csv"
+    extra.write_text("\n".join([*lines, "tone/gone.wav,tone,0", "noise/lost.wav,noise,1"]) + "\n")
+    with pytest.raises(MAEASTError, match=r"2 of 18 row\(s\) name no embedding .*tone/gone.wav, noise/lost"):
+        run(folders["parquet"], labels=extra)
+    partial = tmp_path / "partial.csv"
+    partial.write_text("\n".join(lines[:-3]) + "\n")
+    with pytest.warns(ProbeWarning, match=r"3 embedding\(s\) of .* have no row .*noise/n5.wav.*: left out"):
+        report = run(folders["webdataset"], labels=partial)
+    assert report["dataset"]["num_clips"] == 13
+    twice = tmp_path / "twice.csv"
+    twice.write_text("\n".join([*lines, lines[1]]) + "\n")
+    with pytest.raises(MAEASTError, match=r"twice.csv:18: tone/t0.wav is the embedding of line 2 too"):
+        run(folders["npz"], labels=twice)
+    with pytest.raises(MAEASTError, match="not an extraction output folder"):
+        run(folders["npz"].parent / "audio")
+    with pytest.raises(MAEASTError, match="give its labels with --labels"):
+        run(folders["npz"], labels=None)
+    with pytest.raises(MAEASTError, match="--model does not apply"):
+        run(folders["npz"], ["fbank"])
+    with pytest.raises(MAEASTError, match="--finetune needs the audio"):
+        run(folders["npz"], finetune=FinetuneConfig(epochs=1))
