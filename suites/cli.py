@@ -161,43 +161,55 @@ def mteb_run(tasks, benchmark, results, **kwargs) -> None:
 
 
 @click.command("bench")
-@model_options
-@click.option("--xares", "xares_tasks", multiple=True, help="An X-ARES task name or task file (repeatable).")
-@click.option("--mteb", "mteb_tasks", multiple=True, help="An mteb task name (repeatable).")
-@click.option("--benchmark", default=None, help="An mteb benchmark, e.g. 'MAEB(v1, audio-only)'.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="X-ARES's data, embeddings and scores (WORKDIR/env).")
-@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="mteb's results cache folder (default: none, every task is run).")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the table here: .md, .csv or .json (default: Markdown on stdout).")
-def bench(xares_tasks, mteb_tasks, benchmark, workdir, results, out, **kwargs) -> None:
-    """Run X-ARES and MAEB/MTEB tasks with one model and options; one table of scores
-    (suite, task, metric, score; a failed task says so). Downloads as `xares run` and `mteb run`.
-    HEAR and SUPERB have their own commands (`maeast-embed hear`, `maeast-embed s3prl`)."""
-    from .bench import mteb_scores, table, xares_scores
+@click.option("--suite", "suites", default="hear,xares,maeb", show_default=True,
+              help="Suites, comma-separated: hear, xares, maeb.")
+@click.option("--tasks", "-t", "tasks", multiple=True,
+              help="Task names, SUITE:TASK, or a preset: 'toy' (small generated tasks, offline) or "
+              "'full' (each suite's standard set). Repeatable. Default: full.")
+@click.option("--model", "-m", "models", multiple=True,
+              help="A model per column (repeatable): a registered name, checkpoint file, Hub folder or id; "
+              "'random[:BASE][@SEED]' (BASE's architecture, fresh weights); 'fbank' (no encoder). "
+              f"Default: {DEFAULT_MODEL}.")
+@click.option("--layer", default="last", show_default=True,
+              help="last, a layer number (1-based, negative from the end), mean, all, or N,M,...")
+@click.option("--freq-pool", type=click.Choice(["concat", "mean"]), default="concat", show_default=True,
+              help="Patch model: concatenate (as s3prl) or average the 8 frequency tokens of a step.")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="float32", show_default=True,
+              help="Encoder compute dtype (float32: parity with the reference).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Windows per forward pass (default 32 on CUDA, 8 on CPU).")
+@trust_option
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The run's folder: bench.json, bench.md, bench.csv, bench.png, and cells/ (what is done).")
+@click.option("--hear-tasks-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="HEAR's tasks folder (one folder per task, 16 kHz). Default: OUT/hear/tasks.")
+@click.option("--hear-grid", type=click.Choice(["default", "fast", "faster"]), default="default",
+              show_default=True, help="hear-eval-kit's hyperparameter grid for its predictions.")
+@click.option("--xares-workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="X-ARES's folder (its data in WORKDIR/env, as `xares run --workdir`). Default: OUT/xares.")
+@click.option("--redo", is_flag=True, help="Run every cell again, even those done before.")
+def bench(suites, tasks, models, layer, freq_pool, dtype, batch_size, trust_checkpoint, out, hear_tasks_dir,
+          hear_grid, xares_workdir, redo) -> None:
+    """Run several suites with several models and write one table.
 
-    if not (xares_tasks or mteb_tasks or benchmark):
-        raise click.UsageError("name tasks with --xares, --mteb or --benchmark")
-    fmt = {".csv": "csv", ".json": "json"}.get(out.suffix.lower(), "md") if out else "md"
-    out = out.resolve() if out else None
-    results = results.resolve() if results else None
-    options = suite_options(**kwargs)
-    rows = []
-    try:  # X-ARES first: its runner sets the multiprocessing start method, refused once set
-        if xares_tasks:
-            _needs("xares")
-            workdir.mkdir(parents=True, exist_ok=True)
-            rows += xares_scores(list(xares_tasks), options, workdir=workdir)
-        if mteb_tasks or benchmark:
-            _needs("mteb")
-            rows += mteb_scores(list(mteb_tasks), options, results=results, benchmark=benchmark)
+    Each (suite, task, model) result is kept in OUT/cells as soon as it ends: the same command
+    again resumes (failed cells are retried). Per task: the suite's own metric, mean ± std over its
+    folds, the model's rank (1 = best). Tasks whose data is missing are listed with the command that
+    fetches it. Exits 1 if a task failed.
+    """
+    from .bench import BenchConfig, run_bench
+
+    options = suite_options(None, layer, freq_pool, dtype, batch_size, trust_checkpoint)
+    options.pop("model")
+    config = BenchConfig(out=out.resolve(), suites=[s.strip() for s in suites.split(",") if s.strip()],
+                         tasks=list(tasks) or ["full"], models=list(models), encoder_options=options,
+                         hear_tasks_dir=hear_tasks_dir, hear_grid=hear_grid, xares_workdir=xares_workdir,
+                         redo=redo)
+    try:
+        cells, paths = run_bench(config, echo=lambda line: click.echo(line, err=True))
     except MAEASTError as err:
         raise click.ClickException(str(err)) from err
-    text = table(rows, fmt)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-    click.echo(table(rows), nl=False)
-    if any(r.value is None for r in rows):
+    click.echo(paths["md"].read_text(), nl=False)
+    click.echo(f"wrote {', '.join(str(p) for p in paths.values() if p.exists())}", err=True)
+    if any(c.status == "failed" for c in cells):
         raise SystemExit(1)

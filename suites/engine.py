@@ -93,3 +93,18 @@ class SuiteModel(torch.nn.Module):
         """16 kHz mono clips -> per clip [T, output_dim] float32 on CPU (layers concatenated per step)."""
         features = self.embedder().frame_features(list(waveforms), layer=self.layer, freq_pool=self.freq_pool)
         return [f.permute(1, 0, 2).reshape(f.shape[1], -1) for f in features]
+
+
+def suite_model(model: MAEAST | str | os.PathLike = DEFAULT_MODEL, **options) -> torch.nn.Module:
+    """`SuiteModel(model, **options)`, or the `fbank` baseline for `model="fbank"` (which takes
+    no encoder options: any other than their defaults is refused)."""
+    from .baselines import FBANK, FbankBaseline
+
+    if isinstance(model, str) and model == FBANK:
+        defaults = {"layer": "last", "freq_pool": "concat", "dtype": "float32", "batch_size": None,
+                    "chunk_seconds": 10.24, "trust_checkpoint": False}
+        given = sorted(k for k, v in options.items() if k not in defaults or defaults[k] != v)
+        if given:
+            raise ConfigError(f"the fbank baseline has no encoder, so no {', '.join(given)} option")
+        return FbankBaseline()
+    return SuiteModel(model, **options)

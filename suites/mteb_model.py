@@ -21,7 +21,8 @@ from maeast_embed.errors import ConfigError
 from maeast_embed.features import pool_time
 from maeast_embed.frontend import SAMPLE_RATE
 
-from .engine import SuiteModel
+from .baselines import FBANK
+from .engine import suite_model
 
 __all__ = ["MaeAstMtebModel", "model_meta", "register"]
 
@@ -36,6 +37,8 @@ KNOWN = {  # what the checkpoints' cards say; other files and Hub models: not sp
                          public_training_code="recipes/maeast_small in maeast-embed",
                          public_training_data="Arabic Speech Commands (half) and generated audio"),
 }
+BASELINE = dict(release_date=None, license="mit", languages=None, reference=None,
+                public_training_code=None, public_training_data=None)  # no weights: nothing trained
 CITATION = """@inproceedings{baade2022maeast,
   title = {MAE-AST: Masked Autoencoding Audio Spectrogram Transformer},
   author = {Baade, Alan and Peng, Puyuan and Harwath, David},
@@ -50,7 +53,7 @@ class MaeAstMtebModel(AbsEncoder):
 
     def __init__(self, model_name: str, revision: str | None = None, *, device: str | None = None,
                  **options: Any) -> None:
-        self.model = SuiteModel(**options)
+        self.model = suite_model(**options)
         if device is not None:
             self.model.to(device)
 
@@ -73,19 +76,23 @@ def model_meta(
     `options` (those of `SuiteModel`). Reads the checkpoint once for its size and checksum (the
     revision). `name` defaults to `maeast-embed/<model name or file stem>`."""
     source = os.fspath(model)
-    probe = SuiteModel(source, **options)
-    info = probe.model.checkpoint
-    key = info.name if info.name in KNOWN else None
-    card = KNOWN.get(key, dict(release_date=None, license="not specified", languages=None, reference=None,
-                               public_training_code=None, public_training_data=None))
-    weights = sum(p.numel() for p in probe.model.parameters())
+    probe = suite_model(source, **options)
+    if source == FBANK:
+        key, revision, card = FBANK, "kaldi-fbank-128", BASELINE
+    else:
+        info = probe.model.checkpoint
+        key = info.name if info.name in KNOWN else None
+        revision = info.sha256
+        card = KNOWN.get(key, dict(release_date=None, license="not specified", languages=None, reference=None,
+                                   public_training_code=None, public_training_data=None))
+    weights = sum(p.numel() for p in probe.parameters() if p.requires_grad)
     return ModelMeta(
         loader=MaeAstMtebModel,
         loader_kwargs={"model": source, **options},
         name=name or f"maeast-embed/{key or Path(source).stem}",
-        revision=info.sha256,
+        revision=revision,
         n_parameters=weights,
-        memory_usage_mb=round(sum(p.numel() * p.element_size() for p in probe.model.parameters()) / 2**20, 1),
+        memory_usage_mb=round(sum(p.numel() * p.element_size() for p in probe.parameters()) / 2**20, 1),
         max_tokens=None,
         embed_dim=probe.output_dim,
         open_weights=True,

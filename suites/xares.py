@@ -14,17 +14,14 @@ from torch import Tensor
 from maeast_embed.errors import AudioError
 from maeast_embed.frontend import SAMPLE_RATE
 
+from .baselines import FbankBaseline
 from .engine import SuiteModel
 
 __all__ = ["MaeAstEncoder"]
 
 
-class MaeAstEncoder(SuiteModel):
-    """`forward(wave [B, T]) -> [B, T', output_dim]`: one frame per token step
-    (`hop_size_in_ms`: 160 patch, 20 frame), each clip encoded as if alone, on the audio's device.
-
-    `sampling_rate` is 16000; options as `maeast_suites.engine.SuiteModel` (float32 by default).
-    """
+class _XaresForward:
+    """X-ARES's encoder contract over a suite model's `frames`."""
 
     sampling_rate = SAMPLE_RATE
 
@@ -33,3 +30,16 @@ class MaeAstEncoder(SuiteModel):
             shape = tuple(wave.shape) if isinstance(wave, Tensor) else type(wave).__name__
             raise AudioError(f"expected a batch of 16 kHz mono waveforms [B, T], got {shape}")
         return torch.stack(self.frames(list(wave))).to(wave.device)  # one length: one frame count
+
+
+class MaeAstEncoder(_XaresForward, SuiteModel):
+    """`forward(wave [B, T]) -> [B, T', output_dim]`: one frame per token step
+    (`hop_size_in_ms`: 160 patch, 20 frame), each clip encoded as if alone, on the audio's device.
+
+    `sampling_rate` is 16000; options as `maeast_suites.engine.SuiteModel` (float32 by default).
+    """
+
+
+class FbankXares(_XaresForward, FbankBaseline):
+    """The `fbank` baseline (`maeast_suites.baselines`) as an X-ARES encoder: 128 values per 10 ms
+    (not named "...Encoder": X-ARES takes the one class so named from this module)."""

@@ -152,22 +152,6 @@ def test_suite_commands_are_listed_and_say_what_to_install():
             assert result.exit_code == 1 and "pip install 'maeast-embed[suites]'" in result.output
 
 
-def test_bench_table_in_each_format():
-    from maeast_suites.bench import Score, table
-
-    rows = [Score("X-ARES", "Tones", "MLP accuracy", 0.875), Score("MTEB", "LocalTones", "accuracy", None)]
-    assert table(rows).splitlines()[2:] == ["| X-ARES | Tones | MLP accuracy | 0.8750 |",
-                                            "| MTEB | LocalTones | accuracy | failed |"]
-    assert table(rows, "csv").splitlines() == ["suite,task,metric,score", "X-ARES,Tones,MLP accuracy,0.875",
-                                               "MTEB,LocalTones,accuracy,"]
-    assert json.loads(table(rows, "json"))[1] == {"suite": "MTEB", "task": "LocalTones", "metric": "accuracy",
-                                                  "value": None}
-    with pytest.raises(ConfigError):
-        table(rows, "xlsx")
-    result = CliRunner().invoke(cli_main, ["bench"])
-    assert result.exit_code == 2 and "--xares, --mteb or --benchmark" in result.output
-
-
 # --- against the real libraries (pip install 'maeast-embed[suites]'; pytest -m suites) ---
 
 
@@ -304,32 +288,3 @@ def test_mteb_evaluate_scores_a_local_audio_task(tiny_patch_ckpt):
     assert not result.exceptions
     (scores,) = result.task_results
     assert scores.task_name == "LocalTones" and scores.get_score() >= 0.75, scores.scores
-
-
-BENCH = """
-import sys
-from pathlib import Path
-sys.path.insert(0, {tests!r})
-from test_suites import tones_task
-from maeast_suites.bench import mteb_scores, table, xares_scores
-options = {{"model": {ckpt!r}}}
-rows = xares_scores([{task!r}], options, workdir=Path({work!r})) + mteb_scores([tones_task()], options)
-Path({out!r}).write_text(table(rows, "json"))
-"""
-
-
-@pytest.mark.suites
-def test_bench_runs_both_suites_into_one_table(tmp_path, tiny_patch_ckpt):
-    pytest.importorskip("xares", reason="needs xares")
-    pytest.importorskip("mteb", reason="needs mteb")
-    task = write_task(tmp_path)
-    out = tmp_path / "table.json"
-    script = BENCH.format(tests=str(Path(__file__).parent), ckpt=str(tiny_patch_ckpt), task=str(task),
-                          work=str(tmp_path), out=str(out))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                            cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = {(r["suite"], r["task"], r["metric"]): r["value"] for r in json.loads(out.read_text())}
-    assert set(rows) == {("MTEB", "LocalTones", "accuracy"), ("X-ARES", "Tones", "MLP accuracy"),
-                         ("X-ARES", "Tones", "kNN accuracy")}
-    assert all(value >= 0.75 for value in rows.values()), rows

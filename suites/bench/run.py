@@ -1,0 +1,137 @@
+"""`run_bench`: every (suite, task, model) cell of a run in turn, each kept as soon as it ends,
+so a rerun of the same command does only what is not done yet (failed cells are retried, and a
+task whose data was missing is looked for again)."""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maeast_embed import __version__
+from maeast_embed.errors import ConfigError
+
+from .cells import Cell, CellStore
+from .hear import Hear
+from .maeb import Maeb
+from .models import BenchModel, parse_models
+from .report import last_line, write_reports
+from .suite import MissingData, Suite
+from .xares import Xares
+
+SUITES: dict[str, type[Suite]] = {"hear": Hear, "xares": Xares, "maeb": Maeb}
+PRESETS = ("toy", "full")
+
+
+@dataclass
+class BenchConfig:
+    """A bench run: `suites` (keys of SUITES), `tasks` (names, `suite:name`, or the presets 'toy'
+    and 'full'), `models` (see `parse_models`), the encoder options every MAE-AST model shares,
+    and where each suite keeps its data."""
+
+    out: Path
+    suites: list[str]
+    tasks: list[str] = field(default_factory=lambda: ["full"])
+    models: list[str] = field(default_factory=list)
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    hear_tasks_dir: Path | None = None
+    hear_grid: str = "default"
+    xares_workdir: Path | None = None
+    redo: bool = False
+
+
+def build_suites(config: BenchConfig) -> list[Suite]:
+    unknown = [s for s in config.suites if s not in SUITES]
+    if unknown:
+        raise ConfigError(f"unknown suite {', '.join(unknown)}; known: {', '.join(SUITES)}")
+    made = {"hear": lambda: Hear(config.out, config.hear_tasks_dir, config.hear_grid),
+            "xares": lambda: Xares(config.out, config.xares_workdir), "maeb": lambda: Maeb(config.out)}
+    suites = [made[key]() for key in dict.fromkeys(config.suites)]
+    for suite in suites:
+        suite.check_installed()
+    return suites
+
+
+def resolve_tasks(suites: list[Suite], specs: list[str]) -> dict[str, list[str]]:
+    """Each suite's tasks, in order: presets expand, `suite:task` goes to that suite, a plain
+    name to every chosen suite that has it; a name no chosen suite has is refused with the list."""
+    chosen: dict[str, list[str]] = {s.key: [] for s in suites}
+    by_key = {s.key: s for s in suites}
+    unplaced = []
+    for spec in specs:
+        if spec in PRESETS:
+            for suite in suites:
+                chosen[suite.key] += suite.presets()[spec]
+            continue
+        key, sep, name = spec.partition(":")
+        if sep and key in SUITES:
+            if key not in by_key:
+                raise ConfigError(f"task {spec!r} is for suite {key}, which is not among --suite")
+            targets = [by_key[key]] if by_key[key].accepts(name) else []
+            if not targets:
+                unplaced.append(spec)
+        else:
+            name = spec
+            targets = [s for s in suites if s.accepts(name)]
+            if not targets:
+                unplaced.append(spec)
+        for suite in targets:
+            chosen[suite.key].append(name)
+    if unplaced:
+        listing = "\n".join(f"  {s.key}: {', '.join(s.known())}" for s in suites)
+        raise ConfigError(f"unknown task {', '.join(map(repr, unplaced))}; presets: {', '.join(PRESETS)}; "
+                          f"tasks (or suite:task):\n{listing}")
+    return {key: list(dict.fromkeys(tasks)) for key, tasks in chosen.items()}
+
+
+def run_cell(suite: Suite, task: str, model: BenchModel) -> Cell:
+    start = time.perf_counter()
+    try:
+        scores = suite.run(task, model)
+        return Cell(suite.key, task, model.label, "ok", scores, time.perf_counter() - start)
+    except MissingData as missing:
+        return Cell(suite.key, task, model.label, "missing", seconds=0.0, fetch=str(missing))
+    except Exception:  # one task's failure is recorded, and the run goes on
+        return Cell(suite.key, task, model.label, "failed", seconds=time.perf_counter() - start,
+                    error=traceback.format_exc(limit=6))
+
+
+def run_bench(config: BenchConfig, echo: Callable[[str], None] = print) -> tuple[list[Cell], dict[str, Path]]:
+    """Run what is not done yet, then write the reports; returns every cell and the reports' paths."""
+    config.out.mkdir(parents=True, exist_ok=True)
+    suites = build_suites(config)
+    tasks = resolve_tasks(suites, config.tasks)
+    models = parse_models(config.models, config.encoder_options, config.out / "models")
+    store = CellStore(config.out)
+    cells = []
+    for suite in suites:
+        if any(t in suite.presets()["toy"] for t in tasks[suite.key]):
+            suite.make_toy()
+        for task in tasks[suite.key]:
+            for model in models:
+                cell = None if config.redo else store.get(suite.key, task, model.label)
+                if cell is not None and cell.status == "ok":
+                    echo(f"{suite.name} {task} {model.label}: done before")
+                else:
+                    echo(f"{suite.name} {task} {model.label}: running")
+                    cell = run_cell(suite, task, model)
+                    store.put(cell)
+                    echo(f"{suite.name} {task} {model.label}: {_outcome(cell)}")
+                cells.append(cell)
+    meta = {"maeast_embed": __version__, "python": platform.python_version(), "machine": platform.machine(),
+            "suites": [s.key for s in suites], "tasks": tasks, "encoder_options": config.encoder_options,
+            "model_sources": {m.label: m.source for m in models}}
+    paths = write_reports(config.out, cells, [m.label for m in models], {s.key: s.name for s in suites}, meta)
+    return cells, paths
+
+
+def _outcome(cell: Cell) -> str:
+    if cell.status == "ok":
+        return ", ".join(f"{s.metric} {s.value:.4f}" for s in cell.scores) + f" ({cell.seconds:.0f} s)"
+    if cell.status == "missing":
+        return f"data missing; fetch with: {cell.fetch}"
+    return "failed: " + last_line(cell.error)

@@ -1,0 +1,52 @@
+"""What `bench` needs of a suite: its task names and presets, whether a task's data is there,
+and one model's scores on one task."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from maeast_embed.errors import ConfigError
+
+from .cells import Score
+from .models import BenchModel
+
+SUITES_EXTRA = "pip install 'maeast-embed[suites]'"
+
+
+class MissingData(Exception):
+    """A task's data is not there; the message is the command that fetches it."""
+
+
+class Suite:
+    """One suite. `presets` maps a preset name ('toy', 'full') to task names; `run` raises
+    MissingData when the task's data is absent and anything else when the task fails."""
+
+    key = ""
+    name = ""
+    needs: tuple[str, ...] = ()
+    install = SUITES_EXTRA
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def check_installed(self) -> None:
+        absent = [m for m in self.needs if importlib.util.find_spec(m) is None]
+        if absent:
+            raise ConfigError(f"{self.name} needs {', '.join(absent)}, not installed here: {self.install}")
+
+    def presets(self) -> dict[str, list[str]]:
+        raise NotImplementedError
+
+    def known(self) -> list[str]:
+        """Every task name this suite accepts (besides task files where it takes them)."""
+        return sorted({t for tasks in self.presets().values() for t in tasks})
+
+    def accepts(self, task: str) -> bool:
+        return task in self.known()
+
+    def make_toy(self) -> None:
+        """Write the toy tasks' data (small, generated, offline) under `self.out / 'toy'`."""
+
+    def run(self, task: str, model: BenchModel) -> list[Score]:
+        raise NotImplementedError
