@@ -114,12 +114,12 @@ def test_every_format_holds_what_the_npz_holds(tmp_path, audio, tiny_patch_ckpt,
             assert record.input == npz_records[key].input and record.duration == npz_records[key].duration
     if granularity == "clip":
         keys, array = load_embeddings(tmp_path / "parquet").to_numpy()
-        assert array.shape == (7, reference["a.wav"][0].size)
+        assert array.shape == (7, reference["a.wav"][0].size) and array.flags.writeable
         assert np.array_equal(array, np.stack([reference[k][0] for k in keys]))
         for fmt in ("npz", "webdataset"):
             other_keys, other = load_embeddings(tmp_path / fmt).to_numpy()
             order = [other_keys.index(k) for k in keys]
-            assert np.array_equal(other[order], array)
+            assert np.array_equal(other[order], array) and other.flags.writeable
     else:
         with pytest.raises(Exception, match="frame-level"):
             load_embeddings(tmp_path / "parquet").to_numpy()
@@ -133,10 +133,40 @@ def test_parquet_layout_and_metadata(tmp_path, audio, tiny_patch_ckpt):
     table = pq.read_table(part)
     assert table.column_names == ["key", "input", "shard", "duration", "frames", "timestamps", "embedding",
                                   "layer"]
-    assert pa.types.is_fixed_size_list(table.schema.field("embedding").type)
+    field = table.schema.field("embedding")
+    assert pa.types.is_fixed_size_list(field.type)
+    assert not field.nullable and not field.type.value_field.nullable  # no levels of nulls to decode
     meta = json.loads(table.schema.metadata[b"maeast_embed"])
     assert meta["options"]["granularity"] == "clip" and meta["model"]["variant"] == "patch"
     assert sorted(table.column("duration").to_pylist()) == pytest.approx([0.6 + 0.2 * i for i in range(7)])
+
+
+def test_tar_parts_stack_at_once_and_every_member_header_is_checked(tmp_path):
+    from maeast_embed.extract.rows import BrokenPart, Row
+    from maeast_embed.extract.tar_part import TarFormat
+
+    rng = np.random.default_rng(0)
+    rows = [Row(f"c{i}.wav", f"/a/c{i}.wav", None, 1.0, 2, np.array([0.5]),
+                rng.standard_normal(5, np.float32))
+            for i in range(4)]
+    tar, path = TarFormat(), tmp_path / "part-000000.tar"
+    for mixed in (False, True):  # one header for every .npy (gathered at once), or not (one by one)
+        rows[2].embedding = rows[2].embedding.astype(np.float16 if mixed else np.float32)
+        with open(path, "wb") as handle:
+            writer = tar.writer(handle, {})
+            writer.write(rows)
+            writer.close()
+        keys, stacked = tar.stack(path)
+        assert keys == [r.key for r in rows] and stacked.dtype == np.float32
+        assert np.array_equal(stacked, np.stack([r.embedding for r in tar.rows(path)]))
+    with tarfile.open(path) as handle:
+        header = handle.getmembers()[2].offset
+    data = bytearray(path.read_bytes())
+    data[header + 3] ^= 1  # one bit of the third member's name
+    path.write_bytes(bytes(data))
+    for read in (tar.stack, tar.keys):
+        with pytest.raises(BrokenPart, match=f"damaged member header at byte {header}$"):
+            read(path)
 
 
 KILL_IN_PART = kill_mid_write_script("parts")

@@ -31,15 +31,22 @@ def _pyarrow():
 
 
 def nested(arrays: list[np.ndarray]):
-    """Arrays of one rank [..., D] as one Arrow array: fixed-size lists of D, in lists per outer axis."""
+    """Arrays of one rank [..., D] as one Arrow array: fixed-size lists of D, in lists per outer
+    axis, with no nulls declared at any level (Parquet then reads it back faster)."""
     pa, _ = _pyarrow()
+    values = pa.array(np.concatenate([a.reshape(-1) for a in arrays]))
     dim = arrays[0].shape[-1]
-    out = pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate([a.reshape(-1) for a in arrays])), dim)
+    out = pa.FixedSizeListArray.from_arrays(values, type=pa.list_(_required(values.type), dim))
     for level in reversed(range(arrays[0].ndim - 1)):
         lengths = np.concatenate([np.full(int(np.prod(a.shape[:level])), a.shape[level]) for a in arrays])
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        out = pa.ListArray.from_arrays(pa.array(offsets), out)
+        out = pa.ListArray.from_arrays(pa.array(offsets), out, type=pa.list_(_required(out.type)))
     return out
+
+
+def _required(value_type):
+    pa, _ = _pyarrow()
+    return pa.field("element", value_type, nullable=False)
 
 
 def _lists(arrays: list[np.ndarray]):
@@ -87,7 +94,7 @@ class _Writer:
 
     def write(self, rows: list[Row]) -> None:
         pa, pq = _pyarrow()
-        table = pa.table({
+        columns = {
             "key": pa.array([r.key for r in rows], pa.string()),
             "input": pa.array([r.input for r in rows], pa.string()),
             "shard": pa.array([r.shard for r in rows], pa.string()),
@@ -96,7 +103,9 @@ class _Writer:
             "timestamps": _lists([np.asarray(r.timestamps, np.float64).reshape(-1) for r in rows]),
             "embedding": nested([r.embedding for r in rows]),
             "layer": pa.array([json.dumps(self.meta.get("layers"))] * len(rows), pa.string()),
-        })
+        }
+        fields = [pa.field(name, array.type, nullable=name != "embedding") for name, array in columns.items()]
+        table = pa.Table.from_arrays(list(columns.values()), schema=pa.schema(fields))
         if self.writer is None:
             schema = table.schema.with_metadata({META_KEY: json.dumps(self.meta).encode()})
             self.writer = pq.ParquetWriter(self.handle, schema, compression="none",
@@ -146,9 +155,15 @@ class ParquetFormat:
                           columns["frames"][i], numpy_view(stamps[i].values), embedding)
 
     def stack(self, path: Path) -> tuple[list[str], np.ndarray] | None:
-        table = _open(path).read()  # all columns: naming some costs more than the few small ones
-        column = table.column("embedding").combine_chunks()
+        _, pq = _pyarrow()
+        try:  # the two columns only, memory-mapped, row groups decoded in parallel
+            table = pq.read_table(path, columns=["key", "embedding"], memory_map=True)
+        except Exception as err:  # noqa: BLE001 - pyarrow raises its own types for a cut file
+            raise BrokenPart(f"{path}: not a whole Parquet file ({err})") from err
+        column = table.column("embedding")
         if not hasattr(column.type, "list_size"):
             return None  # not [D] per row
-        flat = numpy_view(column.values)
-        return table.column("key").to_pylist(), flat.reshape(len(column), column.type.list_size)
+        dim = column.type.list_size
+        chunks = [numpy_view(chunk.flatten()).reshape(len(chunk), dim) for chunk in column.chunks]
+        stacked = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)  # one copy, writable
+        return table.column("key").to_pylist(), stacked

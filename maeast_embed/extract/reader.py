@@ -111,6 +111,9 @@ class Embeddings:
 
 
 def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
+    """One array of all (a single part's, writable, as it is)."""
+    if len(arrays) == 1 and arrays[0].flags.writeable:
+        return arrays[0]
     return np.concatenate(arrays) if arrays else np.zeros((0, 0), np.float32)
 
 

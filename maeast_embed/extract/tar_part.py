@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .rows import BrokenPart, Row
 
@@ -115,43 +116,95 @@ def mapped(path: Path) -> Iterator[bytes | mmap.mmap]:
             yield data
 
 
+def _octal(fields: np.ndarray) -> np.ndarray:
+    """[n, w] octal text fields (digits padded by spaces or NULs) -> [n] values (-1: no digits)."""
+    value = np.zeros(len(fields), np.int64)
+    started = np.zeros(len(fields), bool)
+    ended = np.zeros(len(fields), bool)
+    for column in fields.T:
+        digit = (column >= ord("0")) & (column <= ord("7"))
+        ended |= started & ~digit
+        take = digit & ~ended
+        value = np.where(take, value * 8 + column.astype(np.int64) - ord("0"), value)
+        started |= digit
+    return np.where(started, value, -1)
+
+
+def _bad_checksum(data: bytes | mmap.mmap, heads: list[int]) -> int | None:
+    """The offset of the first header block whose checksum does not match, or None (all the
+    blocks summed at once; NumPy's views of `data` are gone when this returns)."""
+    if not heads:
+        return None
+    blocks = sliding_window_view(np.frombuffer(data, np.uint8), BLOCK)[np.asarray(heads)]
+    sums = blocks.sum(1, dtype=np.int64) - blocks[:, 148:156].sum(1, dtype=np.int64) + 8 * ord(" ")
+    bad = np.flatnonzero(sums != _octal(blocks[:, 148:156]))
+    return heads[int(bad[0])] if bad.size else None
+
+
 def members(path: Path, data: bytes | mmap.mmap) -> list[tuple[str, int, int]]:
     """(name, data offset, size) of every file of a whole tar (`data`, the bytes of `path`), read
-    header by header; BrokenPart when a header is damaged, a member's data runs past the end or
-    the end-of-archive blocks are missing (a cut file)."""
-    total, found, pax, pos = len(data), [], None, 0
+    header by header; BrokenPart when a header is damaged (its checksum), a member's data runs
+    past the end or the end-of-archive blocks are missing (a cut file)."""
+    total, found, heads, pax, pos = len(data), [], [], None, 0
     while True:
-        block = data[pos : pos + BLOCK]
-        if len(block) < BLOCK:
+        if pos + BLOCK > total:
             raise BrokenPart(f"{path}: cut short (no end-of-archive blocks)")
-        if block == ZERO_BLOCK:
+        if data[pos] == 0 and data[pos : pos + BLOCK] == ZERO_BLOCK:
             if data[pos + BLOCK : pos + 2 * BLOCK] != ZERO_BLOCK:
                 raise BrokenPart(f"{path}: cut short (one end-of-archive block of two)")
             break
+        heads.append(pos)
         try:
-            checksum, size = _number(block[148:156]), _number(block[124:136])
+            size = _number(data[pos + 124 : pos + 136])
         except ValueError:
             raise BrokenPart(f"{path}: a damaged member header at byte {pos}") from None
-        if checksum != sum(block[:148]) + 256 + sum(block[156:]):
-            raise BrokenPart(f"{path}: a damaged member header at byte {pos}")
         start = pos + BLOCK
         if start + size > total:
             raise BrokenPart(f"{path}: cut short (a member runs past the end)")
-        kind = block[156:157]
-        if kind == b"x":
+        kind = data[pos + 156]
+        if kind == 0x78:  # x: a PAX header for the next member
             pax = _pax_path(data[start : start + size])
-        elif kind in (b"0", b"\0"):
-            name = block[:100].rstrip(b"\0").decode("utf-8", "surrogateescape")
-            prefix = block[345:500].rstrip(b"\0").decode("utf-8", "surrogateescape")
-            found.append((pax or (f"{prefix}/{name}" if prefix else name), start, size))
+        elif kind in (0x30, 0):  # a file
+            if not pax:
+                name = data[pos : pos + 100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                if data[pos + 345]:
+                    prefix = data[pos + 345 : pos + 500].split(b"\0", 1)[0]
+                    name = f"{prefix.decode('utf-8', 'surrogateescape')}/{name}"
+            found.append((pax or name, start, size))
             pax = None
-        elif kind != b"g":
-            raise BrokenPart(f"{path}: a member that is not a file ({kind!r}) at byte {pos}")
+        elif kind != 0x67:  # g: a global PAX header
+            raise BrokenPart(f"{path}: a member that is not a file ({bytes([kind])!r}) at byte {pos}")
         pos = start + -(-size // BLOCK) * BLOCK
+    bad = _bad_checksum(data, heads)
+    if bad is not None:
+        raise BrokenPart(f"{path}: a damaged member header at byte {bad}")
     npy = {n[:-4] for n, _, _ in found if n.endswith(".npy")}
     if npy != {n[:-5] for n, _, _ in found if n.endswith(".json")} or len(npy) * 2 != len(found):
         raise BrokenPart(f"{path}: samples without both .npy and .json")
     return found
+
+
+def _gather(data: bytes | mmap.mmap, npy: list[tuple[str, int, int]]) -> np.ndarray | None:
+    """The arrays of .npy members that all share one header and size, copied at once into one
+    [n, ...] array; None when they differ (NumPy's views of `data` are gone when this returns)."""
+    first, offset, size = npy[0]
+    head = data[offset : offset + min(size, BLOCK)]
+    if head[:6] != b"\x93NUMPY" or any(s != size for _, _, s in npy):
+        return None
+    width = 2 if head[6] == 1 else 4
+    end = 8 + width + int.from_bytes(head[8 : 8 + width], "little")
+    try:
+        shape, dtype = _npy_header(bytes(data[offset : offset + end]))
+    except ValueError:
+        return None
+    if int(np.prod(shape)) * dtype.itemsize != size - end:
+        return None
+    view = np.frombuffer(data, np.uint8)
+    starts = np.fromiter((o for _, o, _ in npy), np.int64, len(npy))
+    headers = sliding_window_view(view, end)[starts]
+    if not (headers == headers[0]).all():
+        return None
+    return sliding_window_view(view, size - end)[starts + end].view(dtype).reshape(len(npy), *shape)
 
 
 class TarFormat:
@@ -174,12 +227,11 @@ class TarFormat:
                           record["frames"], np.asarray(record["timestamps"], np.float64), embedding)
 
     def stack(self, path: Path) -> tuple[list[str], np.ndarray] | None:
-        keys, arrays = [], []
         with mapped(path) as data:
-            for name, offset, size in members(path, data):
-                if name.endswith(".npy"):
-                    arrays.append(npy_array(data[offset : offset + size]))
-                    keys.append(key_of(name[:-4]))
-        if arrays and arrays[0].ndim != 1:
-            return None
-        return keys, np.stack(arrays) if arrays else np.zeros((0, 0), np.float32)
+            npy = [m for m in members(path, data) if m[0].endswith(".npy")]
+            stacked = _gather(data, npy) if npy else np.zeros((0, 0), np.float32)
+            if stacked is None:
+                stacked = np.stack([npy_array(data[o : o + s]) for _, o, s in npy])
+        if stacked.ndim != 2:
+            return None  # not [D] per clip
+        return [key_of(name[:-4]) for name, _, _ in npy], stacked
