@@ -162,7 +162,8 @@ def mteb_run(tasks, benchmark, results, **kwargs) -> None:
 
 @click.command("bench")
 @click.option("--suite", "suites", default="hear,xares,maeb", show_default=True,
-              help="Suites, comma-separated: hear, xares, maeb.")
+              help="Suites, comma-separated: hear, superb, xares, maeb (SUPERB trains a downstream model "
+              "per task: hours on real data).")
 @click.option("--tasks", "-t", "tasks", multiple=True,
               help="Task names, SUITE:TASK, or a preset: 'toy' (small generated tasks, offline) or "
               "'full' (each suite's standard set). Repeatable. Default: full.")
@@ -187,15 +188,24 @@ def mteb_run(tasks, benchmark, results, **kwargs) -> None:
               show_default=True, help="hear-eval-kit's hyperparameter grid for its predictions.")
 @click.option("--xares-workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="X-ARES's folder (its data in WORKDIR/env, as `xares run --workdir`). Default: OUT/xares.")
+@click.option("--superb-data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="SUPERB's datasets (speech_commands_v0.01, ..., VoxCeleb1, IEMOCAP_full_release, as "
+              "listed when missing). Default: OUT/superb/data.")
+@click.option("--superb-steps", type=click.IntRange(min=1), default=None,
+              help="SUPERB training steps (default: each task's config, the SUPERB protocol).")
+@click.option("--superb-override", "superb_overrides", multiple=True,
+              help="An s3prl -o override for every SUPERB task (repeatable), e.g. "
+              "config.downstream_expert.datarc.batch_size=32.")
 @click.option("--redo", is_flag=True, help="Run every cell again, even those done before.")
 def bench(suites, tasks, models, layer, freq_pool, dtype, batch_size, trust_checkpoint, out, hear_tasks_dir,
-          hear_grid, xares_workdir, redo) -> None:
+          hear_grid, xares_workdir, superb_data, superb_steps, superb_overrides, redo) -> None:
     """Run several suites with several models and write one table.
 
     Each (suite, task, model) result is kept in OUT/cells as soon as it ends: the same command
     again resumes (failed cells are retried). Per task: the suite's own metric, mean ± std over its
     folds, the model's rank (1 = best). Tasks whose data is missing are listed with the command that
-    fetches it. Exits 1 if a task failed.
+    fetches it. Exits 1 if a task failed. The encoder options apply to HEAR, X-ARES and MAEB; SUPERB
+    uses s3prl's weighted sum of every layer, as its protocol does.
     """
     from .bench import BenchConfig, run_bench
 
@@ -204,7 +214,8 @@ def bench(suites, tasks, models, layer, freq_pool, dtype, batch_size, trust_chec
     config = BenchConfig(out=out.resolve(), suites=[s.strip() for s in suites.split(",") if s.strip()],
                          tasks=list(tasks) or ["full"], models=list(models), encoder_options=options,
                          hear_tasks_dir=hear_tasks_dir, hear_grid=hear_grid, xares_workdir=xares_workdir,
-                         redo=redo)
+                         superb_data=superb_data, superb_steps=superb_steps,
+                         superb_overrides=tuple(superb_overrides), redo=redo)
     try:
         cells, paths = run_bench(config, echo=lambda line: click.echo(line, err=True))
     except MAEASTError as err:

@@ -62,8 +62,10 @@ def test_fbank_baseline_as_a_hear_module_and_its_options():
 
 def test_random_baseline_has_the_architecture_and_fresh_weights(tiny_patch_ckpt, tmp_path):
     # seeds other than 0: the tiny checkpoint itself holds the initialiser's weights under seed 0
-    models = parse_models([str(tiny_patch_ckpt), "random@1", "random@3", "fbank"], {"layer": "last"}, tmp_path)
-    assert [m.label for m in models] == ["tiny_patch", "random(tiny_patch)@1", "random(tiny_patch)@3", "fbank"]
+    specs = [str(tiny_patch_ckpt), "random@1", "random@3", "fbank"]
+    models = parse_models(specs, {"layer": "last"}, tmp_path)
+    labels = ["tiny_patch", "random(tiny_patch)@1", "random(tiny_patch)@3", "fbank"]
+    assert [m.label for m in models] == labels
     assert [m.kind for m in models] == ["maeast", "random", "random", "fbank"]
     assert models[0].options == {"layer": "last", "model": str(tiny_patch_ckpt)} and models[3].options == {
         "model": "fbank"}
@@ -228,3 +230,28 @@ def test_xares_and_maeb_toy_tasks_for_a_model_and_both_baselines(tmp_path, tiny_
     assert all(len(e["folds"]) > 1 for e in maeb.values())  # mteb's repeated experiments
     assert all(0.0 <= e["value"] <= 1.0 for r in rows.values() for e in r.values())
     assert set(data["suite_seconds"]) == {"xares", "maeb"}
+
+
+@pytest.mark.slow
+def test_superb_keyword_spotting_for_a_model_and_s3prls_fbank(tmp_path, tiny_patch_ckpt):
+    pytest.importorskip("s3prl", reason="needs s3prl")
+    from superb_data import have_espeak, make_speech_commands
+
+    if not have_espeak():
+        pytest.skip("espeak-ng is needed to synthesise the keyword speech")
+    make_speech_commands(tmp_path / "data")
+    command = [sys.executable, "-m", "maeast_embed.cli", "bench", "--suite", "superb",
+               "-t", "speech_commands", "-t", "superb:voxceleb1", "-o", str(tmp_path / "out"),
+               "--superb-data", str(tmp_path / "data"),
+               "--superb-steps", "20", "-m", str(tiny_patch_ckpt), "-m", "fbank",
+               "--superb-override", "config.downstream_expert.datarc.batch_size=8",
+               "--superb-override", "config.downstream_expert.datarc.num_workers=1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads((tmp_path / "out" / "bench.json").read_text())
+    (row,) = data["table"]
+    assert (row["suite"], row["task"], row["metric"]) == ("superb", "speech_commands", "accuracy")
+    assert set(row["models"]) == {"tiny_patch", "fbank"}
+    assert all(0.0 <= e["value"] <= 1.0 for e in row["models"].values())
+    missing = [c for c in data["cells"] if c["status"] == "missing"]
+    assert {c["task"] for c in missing} == {"voxceleb1"} and "iden_split.txt" in missing[0]["fetch"]

@@ -5,7 +5,6 @@ metric on the test split, averaged over the folds of k-fold tasks (HEAR's own ag
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from maeast_embed.checkpoint import resolve
 
 from .cells import Score
 from .models import BenchModel, slug
-from .suite import MissingData, Suite
+from .suite import MissingData, Suite, call
 
 HEAR2021 = [
     "beehive_states_fold0-v2-full", "beehive_states_fold1-v2-full", "beijing_opera-v1.0-hear2021-full",
@@ -50,7 +49,7 @@ class Hear(Suite):
 
     def make_toy(self) -> None:
         if not all((self.toy_dir / t / "task_metadata.json").is_file() for t in TOY):
-            _call([sys.executable, "-m", "hear_module.tasks", str(self.toy_dir)], "writing HEAR's toy tasks")
+            call([sys.executable, "-m", "hear_module.tasks", str(self.toy_dir)], "writing HEAR's toy tasks")
 
     def task_dir(self, task: str) -> Path:
         return (self.toy_dir if task in TOY else self.tasks_dir) / task
@@ -63,11 +62,11 @@ class Hear(Suite):
                 f"(requester pays; https://hearbenchmark.com/hear-tasks.html) and unpack it so that "
                 f"{folder}/task_metadata.json exists")
         embeddings = self.out / "hear" / "embeddings" / slug(model.label)
-        _call([sys.executable, "-m", "hear_module.run", "embeddings", *_module_args(model),
+        call([sys.executable, "-m", "hear_module.run", "embeddings", *_module_args(model),
                "--tasks-dir", str(folder.parent), "--task", task, "--embeddings-dir", str(embeddings)],
               f"HEAR embeddings of {task}")
         (done,) = embeddings.glob(f"*/{task}")
-        _call([sys.executable, "-m", "hear_module.run", "predictions", str(done), "--grid", self.grid],
+        call([sys.executable, "-m", "hear_module.run", "predictions", str(done), "--grid", self.grid],
               f"HEAR predictions of {task}")
         metadata = json.loads((folder / "task_metadata.json").read_text())
         results = json.loads((done / "test.predicted-scores.json").read_text())
@@ -89,10 +88,3 @@ def _score(results: dict, metric: str) -> Score:
     if not folds:
         raise RuntimeError(f"hear-eval-kit's scores hold no {name}: {sorted(results)}")
     return Score(metric, sum(folds) / len(folds), folds if len(folds) > 1 else [])
-
-
-def _call(command: list[str], what: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = (result.stdout[-1500:] + "\n" + result.stderr[-2500:]).strip()
-        raise RuntimeError(f"{what} failed (exit {result.returncode}):\n{tail}")

@@ -21,9 +21,10 @@ from .maeb import Maeb
 from .models import BenchModel, parse_models
 from .report import last_line, write_reports
 from .suite import MissingData, Suite
+from .superb import Superb
 from .xares import Xares
 
-SUITES: dict[str, type[Suite]] = {"hear": Hear, "xares": Xares, "maeb": Maeb}
+SUITES: dict[str, type[Suite]] = {"hear": Hear, "superb": Superb, "xares": Xares, "maeb": Maeb}
 PRESETS = ("toy", "full")
 
 
@@ -41,6 +42,9 @@ class BenchConfig:
     hear_tasks_dir: Path | None = None
     hear_grid: str = "default"
     xares_workdir: Path | None = None
+    superb_data: Path | None = None
+    superb_steps: int | None = None
+    superb_overrides: tuple[str, ...] = ()
     redo: bool = False
 
 
@@ -49,6 +53,8 @@ def build_suites(config: BenchConfig) -> list[Suite]:
     if unknown:
         raise ConfigError(f"unknown suite {', '.join(unknown)}; known: {', '.join(SUITES)}")
     made = {"hear": lambda: Hear(config.out, config.hear_tasks_dir, config.hear_grid),
+            "superb": lambda: Superb(config.out, config.superb_data, config.superb_steps,
+                                     config.superb_overrides),
             "xares": lambda: Xares(config.out, config.xares_workdir), "maeb": lambda: Maeb(config.out)}
     suites = [made[key]() for key in dict.fromkeys(config.suites)]
     for suite in suites:

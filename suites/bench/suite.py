@@ -4,6 +4,7 @@ and one model's scores on one task."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 from pathlib import Path
 
 from maeast_embed.errors import ConfigError
@@ -50,3 +51,12 @@ class Suite:
 
     def run(self, task: str, model: BenchModel) -> list[Score]:
         raise NotImplementedError
+
+
+def call(command: list[str], what: str) -> str:
+    """Run a suite's command; its stdout, or a RuntimeError with the tail of its output."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stdout[-1500:] + "\n" + result.stderr[-2500:]).strip()
+        raise RuntimeError(f"{what} failed (exit {result.returncode}):\n{tail}")
+    return result.stdout
