@@ -184,18 +184,20 @@ def test_task_names_presets_and_unknown_names(tmp_path):
         bench_run.resolve_tasks(suites, ["hear:toy_scene"])
 
 
-def test_bench_command_names_suites_extras_and_needs_an_output():
+def test_bench_command_names_suites_extras_and_needs_an_output(tmp_path):
     runner = CliRunner()
+    out = str(tmp_path / "out")
     result = runner.invoke(cli_main, ["bench", "--help"])
     assert result.exit_code == 0
     assert all(o in result.output for o in ("--suite", "--tasks", "--hear-tasks-dir", "--redo"))
     assert runner.invoke(cli_main, ["bench", "--suite", "hear"]).exit_code == 2  # -o is required
-    result = runner.invoke(cli_main, ["bench", "--suite", "nope", "-o", "x"])
-    assert result.exit_code == 1 and "unknown suite nope; known: hear, xares, maeb" in result.output
+    result = runner.invoke(cli_main, ["bench", "--suite", "nope", "-o", out])
+    assert result.exit_code == 1 and "unknown suite nope; known: hear, superb, xares, maeb" in result.output
     for suite, module in (("xares", "xares"), ("maeb", "mteb")):
         if importlib.util.find_spec(module) is None:
-            result = runner.invoke(cli_main, ["bench", "--suite", suite, "-o", "x"])
+            result = runner.invoke(cli_main, ["bench", "--suite", suite, "-o", out])
             assert result.exit_code == 1 and "pip install 'maeast-embed[suites]'" in result.output
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 def bench_cli(out, suites, *models, timeout=1500):

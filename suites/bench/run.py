@@ -108,9 +108,9 @@ def run_cell(suite: Suite, task: str, model: BenchModel) -> Cell:
 
 def run_bench(config: BenchConfig, echo: Callable[[str], None] = print) -> tuple[list[Cell], dict[str, Path]]:
     """Run what is not done yet, then write the reports; returns every cell and the reports' paths."""
-    config.out.mkdir(parents=True, exist_ok=True)
     suites = build_suites(config)
     tasks = resolve_tasks(suites, config.tasks)
+    config.out.mkdir(parents=True, exist_ok=True)
     models = parse_models(config.models, config.encoder_options, config.out / "models")
     store = CellStore(config.out)
     cells = []
