@@ -215,9 +215,7 @@ def test_data_wait_is_the_time_spent_waiting_for_batches(sleep, tmp_path, monkey
         waited = r["data_wait"] / r["steps_per_s"]  # seconds waited per step
         assert sleep <= waited < sleep + 0.05, r
         assert r["steps_per_s"] <= 1 / max(sleep, 1e-3), r
-    if sleep:  # the tiny model's step is much shorter than the sleep (step 2: no loader start inside)
-        assert records[1]["data_wait"] > 0.5
-    else:
+    if not sleep:  # (with a sleep, the share of the step depends on how busy the CPU is)
         assert max(r["data_wait"] for r in records) < 0.1
 
 
