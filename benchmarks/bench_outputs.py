@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
 
 from maeast_embed import load_embeddings
 from maeast_embed.extract import ExtractOptions, run_extract
@@ -95,14 +96,19 @@ def main() -> None:
     parser.add_argument("--model", default="maeast-small")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each load")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default); 1 where other jobs share the cores")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="bench_outputs_"))
     try:
         embedder = Embedder(args.model, device="cpu", dtype=args.dtype, batch_size=8)
         short = make_clips(root / "short", args.clips, args.clip_seconds, 0)
         long = make_clips(root / "long", args.long, 10.0, 1)
         result: dict = {"clips": args.clips, "clip_seconds": args.clip_seconds, "long_clips": args.long,
-                        "model": args.model, "dtype": embedder.dtype, "threads": os.cpu_count(),
+                        "model": args.model, "dtype": embedder.dtype, "cores": os.cpu_count(),
+                        "torch_threads": torch.get_num_threads(),
                         "clip_level": {}, "frame_level": {}}
         warm = make_clips(root / "warm", 16, args.clip_seconds, 2)
         for fmt in FORMATS:  # first calls, imports and caches paid before anything is timed

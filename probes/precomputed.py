@@ -59,8 +59,10 @@ def _records(folder: Path, join: str, pool: str) -> tuple[list[str], np.ndarray,
         names, rows = [], []
         for record in emb:
             names.append(record.key if join == "key" else os.path.normpath(record.input))
-            embedding = torch.from_numpy(record.embedding.astype(np.float32))
-            rows.append(record.embedding if clip_level else pool_time(embedding, pool).numpy())
+            if clip_level:
+                rows.append(record.embedding)
+            else:  # [T, D] or [L, T, D] -> [D'] or [L, D']
+                rows.append(pool_time(torch.from_numpy(record.embedding.astype(np.float32)), pool).numpy())
         values = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
     if not names:
         raise MAEASTError(f"{folder} holds no embeddings yet (is its extraction finished?)")

@@ -196,18 +196,19 @@ def _precomputed(dataset: str | Path, models: list[str], config: RunConfig) -> P
     return load_precomputed(dataset, config.labels, config.join, config.pool)
 
 
-def _precomputed_spec(pre: Precomputed, folder: Path) -> ModelSpec:
+def _evaluate_precomputed(pre: Precomputed, folder: Path, splits: list[Split], config: RunConfig,
+                          targets: np.ndarray, log: Callable[[str], None]) -> dict[str, Any]:
+    """The linear probe of a folder's embeddings, its layers named as the model's."""
     model = pre.header.get("model", {})
+    options = pre.header.get("options", {})
+    info = {"embeddings": str(folder.resolve()), "format": options.get("format", "npz"), "join": pre.join,
+            "layers": pre.header.get("layers"), "time_pool": pre.pooled, "model": model, "options": options}
     label = model.get("name") or Path(model.get("path") or folder.name).stem
-    info = {"embeddings": str(folder.resolve()), "format": pre.header.get("options", {}).get("format", "npz"),
-            "join": pre.join, "layers": pre.header.get("layers"), "time_pool": pre.pooled,
-            "model": model, "options": pre.header.get("options", {})}
-    return ModelSpec(label, "precomputed", model.get("sha256") or "", info=info)
-
-
-def _model_layers(record: dict[str, Any], pre: Precomputed) -> dict[str, Any]:
-    """A record's layer numbers (positions along the folder's layers) as the model's."""
-    for entry in [*record["folds"], *record.get("per_layer", [])]:
+    spec = ModelSpec(label, "precomputed", model.get("sha256") or "", info=info)
+    values = Embeddings(pre.values, np.ones(len(pre.dataset), bool), {}, False, None, options.get("dtype"))
+    probed = replace(config, layer=values_layer(config.layer, pre))
+    record = evaluate_model(spec, pre.dataset, splits, probed, targets, {}, log, values)
+    for entry in [*record["folds"], *record.get("per_layer", [])]:  # positions -> model layer numbers
         entry["layer"] = model_layer(entry["layer"], pre)
         for inner in entry.get("per_layer", []):
             inner["layer"] = model_layer(inner["layer"], pre)
@@ -226,8 +227,8 @@ def run_probe(
     config = replace(config, layer=parse_layer_mode(config.layer))
     out_dir = Path(out_dir)
     if config.labels is not None or is_output_folder(dataset):
-        pre = _precomputed(dataset, models, config)
-        ds, specs = pre.dataset, [_precomputed_spec(pre, Path(dataset))]
+        pre: Precomputed | None = _precomputed(dataset, models, config)
+        ds = pre.dataset
     else:
         if not models:
             raise MAEASTError("give at least one --model (a checkpoint, fbank, or random)")
@@ -235,18 +236,13 @@ def run_probe(
         ds, pre = load_dataset(dataset, config.layout), None
     splits = make_splits(ds, num_folds=config.folds, valid_fraction=config.valid_fraction, seed=config.seed)
     log(f"{ds.name}: {len(ds)} clips, {len(ds.classes)} classes, {ds.layout} layout, {len(splits)} split(s)")
-    if pre is None:
-        specs = resolve_models(models, trust_checkpoint=config.trust_checkpoint, seed=config.seed)
     targets = ds.label_matrix() if ds.multilabel else ds.targets()
-    waves_cache: dict[str, Any] = {}
-    if pre is None:
-        results = [evaluate_model(spec, ds, splits, config, targets, waves_cache, log) for spec in specs]
+    if pre is not None:
+        results = [_evaluate_precomputed(pre, Path(dataset), splits, config, targets, log)]
     else:
-        values = Embeddings(pre.values, np.ones(len(ds), bool), {}, False, None,
-                            pre.header.get("options", {}).get("dtype"))
-        probed = replace(config, layer=values_layer(config.layer, pre))
-        results = [_model_layers(evaluate_model(specs[0], ds, splits, probed, targets, waves_cache, log,
-                                                values), pre)]
+        specs = resolve_models(models, trust_checkpoint=config.trust_checkpoint, seed=config.seed)
+        waves_cache: dict[str, Any] = {}
+        results = [evaluate_model(spec, ds, splits, config, targets, waves_cache, log) for spec in specs]
     settings = asdict(config)
     settings["cache_dir"] = str(config.cache_dir) if config.cache_dir else None
     settings["labels"] = str(config.labels) if config.labels else None

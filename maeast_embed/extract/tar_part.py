@@ -42,12 +42,17 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def npy_array(data: bytes) -> np.ndarray:
-    """The array of a .npy file's bytes (a view; headers parsed once per distinct header)."""
+def _npy_start(data: bytes) -> int:
+    """Where the array of a .npy file's bytes starts (past its header); ValueError if not .npy."""
     if data[:6] != b"\x93NUMPY":
         raise ValueError("not a .npy file")
     size = 2 if data[6] == 1 else 4
-    end = 8 + size + int.from_bytes(data[8 : 8 + size], "little")
+    return 8 + size + int.from_bytes(data[8 : 8 + size], "little")
+
+
+def npy_array(data: bytes) -> np.ndarray:
+    """The array of a .npy file's bytes (a view; headers parsed once per distinct header)."""
+    end = _npy_start(data)
     shape, dtype = _npy_header(bytes(data[:end]))
     return np.frombuffer(data, dtype, count=int(np.prod(shape)), offset=end).reshape(shape)
 
@@ -187,15 +192,13 @@ def members(path: Path, data: bytes | mmap.mmap) -> list[tuple[str, int, int]]:
 def _gather(data: bytes | mmap.mmap, npy: list[tuple[str, int, int]]) -> np.ndarray | None:
     """The arrays of .npy members that all share one header and size, copied at once into one
     [n, ...] array; None when they differ (NumPy's views of `data` are gone when this returns)."""
-    first, offset, size = npy[0]
-    head = data[offset : offset + min(size, BLOCK)]
-    if head[:6] != b"\x93NUMPY" or any(s != size for _, _, s in npy):
+    _, offset, size = npy[0]
+    if any(s != size for _, _, s in npy):
         return None
-    width = 2 if head[6] == 1 else 4
-    end = 8 + width + int.from_bytes(head[8 : 8 + width], "little")
     try:
+        end = _npy_start(data[offset : offset + min(size, BLOCK)])
         shape, dtype = _npy_header(bytes(data[offset : offset + end]))
-    except ValueError:
+    except (ValueError, IndexError):
         return None
     if int(np.prod(shape)) * dtype.itemsize != size - end:
         return None
