@@ -9,6 +9,9 @@
 #                  (the tests that need an extra or torchaudio skip, saying why)
 #   make test-avx2 the precision and extraction tests once more with the kernels capped to AVX2
 #                  and the CPU flags overridden (the class of most AMD and older Intel CPUs)
+#   make test-suites  X-ARES, MAEB (mteb), hear-eval-kit and s3prl together in their own
+#                  virtualenv SUITES_VENV, then the tests marked `suites` and `slow` of the suite
+#                  consumers and `bench` (not in CI: long, and the suites' dependencies are heavy)
 #
 # Everything goes into the active virtualenv, or into ./.venv (created) when none is active.
 
@@ -18,6 +21,7 @@ AUDIO ?= examples/audio
 OUT ?= embeddings
 PIP := $(VENV)/bin/python -m pip install -q -c constraints.txt
 CORE_VENV ?= .venv-core
+SUITES_VENV ?= .venv-suites
 CORE_TORCH := $(shell sed -n 's/^torch==//p' constraints-torch213.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_ROOT_USER_ACTION := ignore
@@ -26,7 +30,7 @@ export PIP_ROOT_USER_ACTION := ignore
 AVX2_CAPS := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 \
 	MKL_ENABLE_INSTRUCTIONS=AVX2 MAEAST_CPU_FLAGS="avx avx2 fma f16c"
 
-.PHONY: extract test test-core test-avx2
+.PHONY: extract test test-core test-avx2 test-suites
 extract: $(VENV)/.maeast-core
 	$(VENV)/bin/maeast-embed extract $(AUDIO) -o $(OUT)
 
@@ -68,6 +72,17 @@ $(CORE_VENV)/.maeast-core: setup.cfg pyproject.toml constraints-torch213.txt | $
 	$(CORE_VENV)/bin/python -c "import importlib.util as u, torch; \
 	  assert torch.__version__.split('+')[0] == '$(CORE_TORCH)', torch.__version__; \
 	  assert u.find_spec('torchaudio') is None, 'torchaudio was installed'"
+	touch $@
+
+test-suites: $(SUITES_VENV)/.maeast-suites system-tools
+	$(SUITES_VENV)/bin/python -m pytest -q -m "suites or slow" tests/test_suites.py tests/test_bench.py
+
+$(SUITES_VENV)/bin/python:
+	$(PYTHON) -m venv $(SUITES_VENV)
+
+$(SUITES_VENV)/.maeast-suites: setup.cfg pyproject.toml constraints.txt | $(SUITES_VENV)/bin/python
+	$(SUITES_VENV)/bin/python -m pip install -q -c constraints.txt -e ".[all,suites]"
+	$(SUITES_VENV)/bin/python -m pip install -q -c constraints.txt --no-deps heareval==2021.1.3 hearvalidator==2021.0.2
 	touch $@
 
 # speech and sound generators the tests use (Debian/Ubuntu packages)
