@@ -18,6 +18,7 @@ from helpers import kill_mid_write_script, noise, write_audio
 
 from maeast_embed import load_embeddings
 from maeast_embed.cli import main
+from maeast_embed.errors import ConfigError
 from maeast_embed.extract import ExtractOptions, read_manifest, run_extract
 from maeast_embed.features import Embedder
 
@@ -272,6 +273,25 @@ def test_ranks_write_their_own_parts_and_status_counts_them(tmp_path, audio, tin
     shards = json.loads(status.output)["shards"]
     assert [s["shard"] for s in shards] == ["0/2", "1/2"] and sum(s["done"] for s in shards) == 7
     assert all(s["pending"] == 0 for s in shards)
+
+
+def test_a_moved_npz_folder_reads_as_before(tmp_path, audio, tiny_patch_ckpt):
+    """The manifest records absolute paths; a folder moved (or copied) elsewhere still reads."""
+    extract(audio, tmp_path / "first" / "out", tiny_patch_ckpt, "--granularity", "clip")
+    keys, values = load_embeddings(tmp_path / "first" / "out").to_numpy()
+    (tmp_path / "first").rename(tmp_path / "elsewhere")
+    moved = load_embeddings(tmp_path / "elsewhere" / "out")
+    again, moved_values = moved.to_numpy()
+    assert again == keys and "sub/e.flac" in keys and np.array_equal(moved_values, values)
+    assert [r.key for r in moved] == keys
+    (tmp_path / "elsewhere" / "out" / "sub" / "e.flac.npz").unlink()
+    with pytest.raises(ConfigError, match="the embedding of .*e.flac.* is missing"):
+        moved.to_numpy()
+    manifest = tmp_path / "elsewhere" / "out" / "manifest.jsonl"
+    old = str(tmp_path / "first" / "out") + "/"
+    manifest.write_text(manifest.read_text().replace(old, "/nowhere/else/gone_"))  # no file there
+    with pytest.raises(ConfigError, match="neither in the folder nor in the folder it was moved from"):
+        load_embeddings(tmp_path / "elsewhere" / "out").to_numpy()
 
 
 def test_convert_between_formats(tmp_path, audio, tiny_patch_ckpt):

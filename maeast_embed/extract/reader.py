@@ -68,19 +68,31 @@ class Embeddings:
             for row in reader.rows(part):  # BrokenPart names the part
                 yield _record(row)
 
-    def _npz(self) -> Iterator[Record]:
+    def _npz_files(self) -> Iterator[tuple[str, str, dict[str, Any], str]]:
+        """(key, input, its manifest record, the .npz path) of every input done, in key order."""
         files = {}  # input -> its latest record, when done
         for path in self.manifests:
             for record in iter_records(path):
                 if record.get("type") == "file" and record.get("status") in ("ok", "skipped"):
                     files[record["input"]] = record
         root = os.path.abspath(self.output_dir)
+        prefix = os.path.join(root, "")  # with its trailing separator
+        moved_from = None  # where a moved folder was when these outputs were recorded
         for name, entry in sorted(files.items(), key=lambda item: item[1].get("output") or ""):
-            path = Path(os.path.join(root, entry["output"]))
-            key = Path(os.path.relpath(path, root)).as_posix().removesuffix(".npz")
-            if key.startswith("../"):
-                raise ConfigError(f"{self.output_dir}: the manifest names {path}, outside the folder "
-                                  "(was the folder moved? outputs are recorded by absolute path)")
+            path = os.path.normpath(os.path.join(root, entry["output"]))
+            if not path.startswith(prefix):
+                moved_from = moved_from or _old_root(path, root)
+                if moved_from is None or not path.startswith(moved_from):
+                    raise ConfigError(f"{self.output_dir}: the manifest names {path}, which is neither in "
+                                      "the folder nor in the folder it was moved from")
+                path = prefix + path[len(moved_from):]
+            if not os.path.isfile(path):
+                raise ConfigError(f"{self.output_dir}: the embedding of {name}, {path}, is missing")
+            key = path[len(prefix):].replace(os.sep, "/").removesuffix(".npz")
+            yield key, name, entry, path
+
+    def _npz(self) -> Iterator[Record]:
+        for key, name, entry, path in self._npz_files():
             with np.load(path) as data:
                 embedding, timestamps = data["embedding"], data["timestamps"]
             yield Record(key, name, entry.get("shard"), entry.get("duration"), entry.get("frames"),
@@ -104,10 +116,15 @@ class Embeddings:
             else:
                 return keys, _concatenate(arrays)
             keys, arrays = [], []
-        for record in self:
-            keys.append(record.key)
-            arrays.append(record.embedding[None])
-        return keys, _concatenate(arrays)
+            for record in self:
+                keys.append(record.key)
+                arrays.append(record.embedding)
+            return keys, _stack(arrays)
+        for key, _, _, path in self._npz_files():  # the embedding alone: no timestamps
+            with np.load(path) as data:
+                arrays.append(data["embedding"])
+            keys.append(key)
+        return keys, _stack(arrays)
 
 
 def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
@@ -115,6 +132,21 @@ def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
     if len(arrays) == 1 and arrays[0].flags.writeable:
         return arrays[0]
     return np.concatenate(arrays) if arrays else np.zeros((0, 0), np.float32)
+
+
+def _old_root(recorded: str, root: str) -> str | None:
+    """The folder (with its trailing separator) an output folder was moved from, found as the
+    longest leading part of a recorded output path whose remainder exists under `root`."""
+    parts = recorded.split(os.sep)
+    for cut in range(1, len(parts)):
+        rest = os.sep.join(parts[cut:])
+        if os.path.isfile(os.path.join(root, rest)):
+            return os.sep.join(parts[:cut]) + os.sep
+    return None
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.stack(arrays) if arrays else np.zeros((0, 0), np.float32)
 
 
 def _record(row: Row) -> Record:
