@@ -451,6 +451,8 @@ def extracted(tmp_path_factory, tiny_patch_ckpt):
     at frame level with every layer into Parquet; a labels CSV joined on key, with folds."""
     from helpers import noise, tone, write_audio
 
+    pytest.importorskip("pyarrow", reason="Parquet outputs need the parquet extra: pip install '.[parquet]'")
+
     root = tmp_path_factory.mktemp("precomputed")
     for i in range(8):
         write_audio(root / "audio" / "tone" / f"t{i}.wav", tone(0.5, freq=300 + 400 * i, seed=i))
