@@ -11,12 +11,9 @@ from maeast_embed.defaults import DEFAULT_MODEL, DTYPE_CHOICES
 from maeast_embed.errors import MAEASTError
 
 
-def model_options(command):
-    """The options every suite's model takes (those of the HEAR module)."""
+def encoder_options(command):
+    """The encoder options every MAE-AST model of a suite takes (those of the HEAR module)."""
     for option in reversed([
-        click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
-                     help="Registered name (maeast-small packaged; mae-ast-patch, mae-ast-frame), "
-                     "checkpoint file, Hub folder or id."),
         click.option("--layer", default="last", show_default=True,
                      help="last, a layer number (1-based, negative from the end), mean, all, or N,M,..."),
         click.option("--freq-pool", type=click.Choice(["concat", "mean"]), default="concat",
@@ -32,13 +29,25 @@ def model_options(command):
     return command
 
 
-def suite_options(model, layer, freq_pool, dtype, batch_size, trust_checkpoint) -> dict:
-    options = {"model": model, "layer": layer, "freq_pool": freq_pool, "dtype": dtype}
+def model_options(command):
+    """`--model` and the encoder options: one model for a suite command."""
+    return click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
+                        help="Registered name (maeast-small packaged; mae-ast-patch, mae-ast-frame), "
+                        "checkpoint file, Hub folder or id.")(encoder_options(command))
+
+
+def encoder_values(layer, freq_pool, dtype, batch_size, trust_checkpoint) -> dict:
+    """The encoder options as the suites' wrappers take them (unset ones left out)."""
+    options = {"layer": layer, "freq_pool": freq_pool, "dtype": dtype}
     if batch_size is not None:
         options["batch_size"] = batch_size
     if trust_checkpoint:
         options["trust_checkpoint"] = True
     return options
+
+
+def suite_options(model, **encoder) -> dict:
+    return {"model": model, **encoder_values(**encoder)}
 
 
 def _needs(module: str) -> None:
@@ -171,15 +180,7 @@ def mteb_run(tasks, benchmark, results, **kwargs) -> None:
               help="A model per column (repeatable): a registered name, checkpoint file, Hub folder or id; "
               "'random[:BASE][@SEED]' (BASE's architecture, fresh weights); 'fbank' (no encoder). "
               f"Default: {DEFAULT_MODEL}.")
-@click.option("--layer", default="last", show_default=True,
-              help="last, a layer number (1-based, negative from the end), mean, all, or N,M,...")
-@click.option("--freq-pool", type=click.Choice(["concat", "mean"]), default="concat", show_default=True,
-              help="Patch model: concatenate (as s3prl) or average the 8 frequency tokens of a step.")
-@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="float32", show_default=True,
-              help="Encoder compute dtype (float32: parity with the reference).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Windows per forward pass (default 32 on CUDA, 8 on CPU).")
-@trust_option
+@encoder_options
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="The run's folder: bench.json, bench.md, bench.csv, bench.png, and cells/ (what is done).")
 @click.option("--hear-tasks-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -209,8 +210,7 @@ def bench(suites, tasks, models, layer, freq_pool, dtype, batch_size, trust_chec
     """
     from .bench import BenchConfig, run_bench
 
-    options = suite_options(None, layer, freq_pool, dtype, batch_size, trust_checkpoint)
-    options.pop("model")
+    options = encoder_values(layer, freq_pool, dtype, batch_size, trust_checkpoint)
     config = BenchConfig(out=out.resolve(), suites=[s.strip() for s in suites.split(",") if s.strip()],
                          tasks=list(tasks) or ["full"], models=list(models), encoder_options=options,
                          hear_tasks_dir=hear_tasks_dir, hear_grid=hear_grid, xares_workdir=xares_workdir,

@@ -3,6 +3,7 @@ the core's `Embedder`, built on the device the weights are on when it is first n
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 
@@ -101,8 +102,7 @@ def suite_model(model: MAEAST | str | os.PathLike = DEFAULT_MODEL, **options) ->
     from .baselines import FBANK, FbankBaseline
 
     if isinstance(model, str) and model == FBANK:
-        defaults = {"layer": "last", "freq_pool": "concat", "dtype": "float32", "batch_size": None,
-                    "chunk_seconds": 10.24, "trust_checkpoint": False}
+        defaults = {name: p.default for name, p in inspect.signature(SuiteModel).parameters.items()}
         given = sorted(k for k, v in options.items() if k not in defaults or defaults[k] != v)
         if given:
             raise ConfigError(f"the fbank baseline has no encoder, so no {', '.join(given)} option")

@@ -43,8 +43,8 @@ def _fmt(entry: dict[str, Any] | None, cell: Cell | None) -> str:
     return f"{entry['value']:.4f}{std} ({entry['rank']})"
 
 
-def markdown(cells: list[Cell], models: list[str], suite_names: dict[str, str]) -> str:
-    rows = table_rows(cells)
+def markdown(cells: list[Cell], rows: dict[Row, dict[str, Any]], models: list[str],
+             suite_names: dict[str, str]) -> str:
     by_key = {(c.suite, c.task, c.model): c for c in cells}
     lines = []
     for suite in dict.fromkeys(c.suite for c in cells):
@@ -85,8 +85,7 @@ def last_line(error: str | None) -> str:
     return lines[-1][:300] if lines else "no message"
 
 
-def csv_text(cells: list[Cell]) -> str:
-    rows = table_rows(cells)
+def csv_text(cells: list[Cell], rows: dict[Row, dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["suite", "task", "metric", "model", "status", "value", "std", "folds", "rank",
@@ -110,14 +109,13 @@ def suite_seconds(cells: list[Cell]) -> dict[str, float]:
     return totals
 
 
-def plot(cells: list[Cell], models: list[str], path: Path) -> None:
+def plot(rows: dict[Row, dict[str, Any]], models: list[str], path: Path) -> None:
     """Horizontal bars: one group per (suite, task, metric), one bar per model."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = table_rows(cells)
     if not rows:
         return
     names = [f"{s} {t}\n{m}" for s, t, m in rows]
@@ -150,10 +148,10 @@ def write_reports(out: Path, cells: list[Cell], models: list[str], suite_names: 
         "cells": [c.to_json() for c in cells],
     }
     paths = {kind: out / f"bench.{kind}" for kind in ("json", "md", "csv", "png")}
-    texts = {"json": json.dumps(data, indent=1) + "\n", "md": markdown(cells, models, suite_names),
-             "csv": csv_text(cells)}
+    texts = {"json": json.dumps(data, indent=1) + "\n", "md": markdown(cells, rows, models, suite_names),
+             "csv": csv_text(cells, rows)}
     for kind, text in texts.items():
         with atomic_open(paths[kind], "w") as handle:
             handle.write(text)
-    plot(cells, models, paths["png"])
+    plot(rows, models, paths["png"])
     return paths
