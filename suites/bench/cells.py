@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from maeast_embed.atomic import atomic_open
-
-from .models import slug
+from maeast_embed.outpaths import output_path, safe_filename
 
 LOWER_IS_BETTER = {"wer", "cer", "eer", "er", "error", "loss", "mse", "mae", "rmse"}  # error rates, losses
 
@@ -74,14 +73,18 @@ class CellStore:
         self.root = out / "cells"
 
     def path(self, suite: str, task: str, model: str) -> Path:
-        return self.root / slug(suite) / slug(task) / f"{slug(model)}.json"
+        """Each name as one safe file name (the extraction's), proved to lie under `cells/`."""
+        return output_path(self.root, "/".join(safe_filename(name) for name in (suite, task, model)), ".json")
 
     def get(self, suite: str, task: str, model: str) -> Cell | None:
         path = self.path(suite, task, model)
         try:
-            return Cell.from_json(json.loads(path.read_text()))
+            cell = Cell.from_json(json.loads(path.read_text()))
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None  # absent, or not a cell this code wrote: run it again
+        if (cell.suite, cell.task, cell.model) != (suite, task, model):
+            return None  # the cell of other names that map to the same file
+        return cell
 
     def put(self, cell: Cell) -> None:
         path = self.path(cell.suite, cell.task, cell.model)

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from maeast_embed.checkpoint import resolve
+from maeast_embed.outpaths import safe_filename
 
 from .cells import Score
-from .models import BenchModel, slug
+from .models import BenchModel
 from .suite import MissingData, Suite, call
 
 HEAR2021 = [
@@ -61,7 +62,7 @@ class Hear(Suite):
                 f"gsutil -u YOUR_GCP_PROJECT cp gs://hear2021-archive/tasks/hear2021-{task}-16000.tar.gz . "
                 f"(requester pays; https://hearbenchmark.com/hear-tasks.html) and unpack it so that "
                 f"{folder}/task_metadata.json exists")
-        embeddings = self.out / "hear" / "embeddings" / slug(model.label)
+        embeddings = self.out / "hear" / "embeddings" / safe_filename(model.label)
         call([sys.executable, "-m", "hear_module.run", "embeddings", *_module_args(model),
                "--tasks-dir", str(folder.parent), "--task", task, "--embeddings-dir", str(embeddings)],
               f"HEAR embeddings of {task}")

@@ -75,8 +75,3 @@ def parse_models(specs: list[str], encoder_options: dict[str, Any], folder: Path
         labels.add(model.label)
         models.append(model)
     return models
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of a label or task name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"

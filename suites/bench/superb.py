@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 
 from maeast_embed.checkpoint import resolve
+from maeast_embed.outpaths import safe_filename
 
 from .cells import Score
-from .models import BenchModel, slug
+from .models import BenchModel
 from .suite import MissingData, Suite, call
 
 TEST_ACC = re.compile(r"^test acc: ([0-9.]+)$", re.M)
@@ -64,7 +65,7 @@ class Superb(Suite):
         return [Score("accuracy", sum(values) / len(values), values if len(values) > 1 else [])]
 
     def train_and_test(self, task: str, model: BenchModel, paths: dict[str, Path], fold: str | None) -> float:
-        exp = self.out / "superb" / "exp" / slug(model.label) / (task + (f"-{fold}" if fold else ""))
+        exp = self.out / "superb" / "exp" / safe_filename(model.label) / (task + (f"-{fold}" if fold else ""))
         overrides = [f"config.downstream_expert.datarc.{key}={path}" for key, path in paths.items()]
         if fold:
             overrides.append(f"config.downstream_expert.datarc.test_fold={fold}")
