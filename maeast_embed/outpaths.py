@@ -46,6 +46,10 @@ def _fit(component: str) -> str:
     return data[: MAX_COMPONENT_BYTES - 12].decode("utf-8", "ignore")
 
 
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+
+
 def safe_relative(*parts: str) -> SafeName:
     """The parts ('/'-separated names: a folder-relative path, a shard name, a key) as one safe
     relative path; see the module docstring for what is changed and how."""
@@ -75,15 +79,19 @@ def safe_relative(*parts: str) -> SafeName:
         out = [_fit(out[-1])]
     if not reasons:
         return SafeName("/".join(out))
-    original = "/".join(parts).encode("utf-8", "surrogateescape")
-    out[-1] = f"{out[-1]}~{hashlib.sha256(original).hexdigest()[:10]}"
+    out[-1] = f"{out[-1]}~{_digest('/'.join(parts))}"
     unique = list(dict.fromkeys(reasons))
     return SafeName("/".join(out), f"renamed ({', '.join(unique)})")
 
 
 def safe_filename(name: str) -> str:
-    """`name` as one safe file name (a '/' in it becomes '_'; otherwise as `safe_relative`)."""
-    return safe_relative(name.replace("/", "_")).rel
+    """`name` as one safe file name: as `safe_relative`, with a '/' in it made '_'; a name that
+    had to change ends in its own hash, so 'a/b' and 'a_b' stay two files."""
+    safe = safe_relative(name.replace("/", "_"))
+    if safe.rel == name:
+        return name
+    stem = safe.rel.rsplit("~", 1)[0] if safe.changed else safe.rel
+    return f"{stem}~{_digest(name)}"
 
 
 def _under(path: str, root: str) -> bool:

@@ -263,7 +263,7 @@ def cache_path(
     folder = Path(root) if root is not None else cache_dir() / "probe_embeddings"
     label = spec.label.replace("/", "_").replace(":", "_")[-40:]
     # ds.name may come from the data (a HEAR task's task_name): one safe file name, in `folder`
-    return folder / safe_filename(f"{ds.name}-{label}-{key}.npz"), meta
+    return folder / (safe_filename(f"{ds.name}-{label}-{key}") + ".npz"), meta
 
 
 def load_cache(path: Path, meta: dict, sink: list[str]) -> Embeddings | None:

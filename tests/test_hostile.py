@@ -29,7 +29,7 @@ from maeast_embed.cli import main
 from maeast_embed.extract import ExtractOptions, read_manifest, run_extract
 from maeast_embed.extract import decoding as decoding_module
 from maeast_embed.features import Embedder
-from maeast_embed.outpaths import OutputPathError, confined, safe_relative
+from maeast_embed.outpaths import OutputPathError, confined, safe_filename, safe_relative
 from maeast_embed.pretrain.data import ClipDataset, Window, scan_sources
 
 FLOAT32 = ("--dtype", "float32")
@@ -99,6 +99,17 @@ def test_safe_names_are_kept_and_escapes_are_refused(tmp_path):
     (tmp_path / "out" / "link").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(OutputPathError, match="through a symbolic link"):
         confined(tmp_path / "out", "link/x.npz")
+
+
+def test_safe_filenames_are_one_component_and_never_meet():
+    names = ["maeast-small", "a/b.pt", "a_b.pt", "a_b.pt~" + "0" * 10, "../x", "..", "", "n\x00ul", "n_ul",
+             "/abs/model.pt", "_abs_model.pt", "x" * 300, "x" * 301]
+    files = [safe_filename(name) for name in names]
+    assert files[0] == "maeast-small" and files[2] == "a_b.pt"  # safe names are kept
+    assert len(set(files)) == len(names)
+    for name, file in zip(names, files, strict=True):
+        assert file == safe_filename(name) and "/" not in file and file not in ("", ".", "..")
+        assert len(file.encode()) + len(".json") + 20 <= 255
 
 
 def write_evil_shard(path: Path) -> None:
