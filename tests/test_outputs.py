@@ -294,6 +294,23 @@ def test_a_moved_npz_folder_reads_as_before(tmp_path, audio, tiny_patch_ckpt):
         load_embeddings(tmp_path / "elsewhere" / "out").to_numpy()
 
 
+@pytest.mark.parametrize("fmt", ["npz", "parquet", "webdataset"])
+def test_a_moved_folder_resumes_without_redoing_anything(tmp_path, audio, tiny_patch_ckpt, fmt):
+    extract(audio, tmp_path / "first" / "out", tiny_patch_ckpt, "--format", fmt, "--part-size", "3")
+    (tmp_path / "first").rename(tmp_path / "elsewhere")
+    out = tmp_path / "elsewhere" / "out"
+
+    def outputs() -> dict[Path, int]:
+        return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".npz", ".parquet", ".tar")}
+
+    written = outputs()
+    assert written
+    extract(audio, out, tiny_patch_ckpt, "--format", fmt, "--part-size", "3")
+    assert outputs() == written
+    status = json.loads(CliRunner().invoke(main, ["status", str(out), "--json"]).output)["shards"]
+    assert [(s["done"], s["failed"], s["pending"]) for s in status] == [(7, 0, 0)]
+
+
 def test_convert_between_formats(tmp_path, audio, tiny_patch_ckpt):
     src = tmp_path / "npz"
     extract(audio, src, tiny_patch_ckpt, "--granularity", "frame")
