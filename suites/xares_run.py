@@ -4,7 +4,9 @@ X-ARES builds its encoder from a module path with no arguments and names its cac
 encoder class, so each set of options gets a small generated module (`maeast_xares_<digest>.py`,
 class `MaeAst<digest>Encoder`) under `<workdir>/env/maeast_encoders`. Audio in the task shards is
 decoded by the core (`maeast_embed.audio`), not `torchaudio.load`, which needs TorchCodec and
-system FFmpeg from torchaudio 2.9 on.
+system FFmpeg from torchaudio 2.9 on. webdataset's unseeded shuffles (X-ARES's training
+pipelines), which seed themselves from the process id and the clock, draw their seed from torch's
+generator instead, which X-ARES seeds per task: the MLP and kNN scores are the same run to run.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -24,7 +27,7 @@ ENCODER_MODULE = '''"""Written by `maeast-embed xares run`: MAE-AST at fixed opt
 from maeast_suites import xares_run as _run
 from maeast_suites.xares import MaeAstEncoder as _Base
 
-_run.install_decoder()
+_run.install_shims()
 OPTIONS = {options!r}
 
 
@@ -44,12 +47,31 @@ def decode_audio(key: str, data: bytes) -> tuple[Any, int] | None:
     return load_audio(EncodedAudio(f"member.{extension}", data))[None], SAMPLE_RATE
 
 
-def install_decoder() -> None:
-    """Make X-ARES's audio pipelines (which look up `webdataset.torch_audio`) decode with the core."""
+def _seeded(shuffle):
+    """webdataset's `shuffle` filter, with a random.Random seeded from torch's generator where
+    the caller gives neither `rng` nor `seed`."""
+
+    def seeded_shuffle(*args, rng=None, seed=None, **kwargs):
+        if rng is None and seed is None and len(args) <= 2:
+            import torch
+
+            rng = random.Random(int(torch.randint(2**62, ()).item()))
+        return shuffle(*args, rng=rng, seed=seed, **kwargs)
+
+    seeded_shuffle.unseeded = shuffle
+    return seeded_shuffle
+
+
+def install_shims() -> None:
+    """Make X-ARES's audio pipelines (which look up `webdataset.torch_audio`) decode with the
+    core, and its shuffles reproducible (see the module docstring). Idempotent."""
     import webdataset
     import webdataset.autodecode
+    import webdataset.filters
 
     webdataset.torch_audio = webdataset.autodecode.torch_audio = decode_audio
+    if not hasattr(webdataset.filters.shuffle, "unseeded"):
+        webdataset.shuffle = webdataset.filters.shuffle = _seeded(webdataset.filters.shuffle)
 
 
 def _digest(options: dict[str, Any]) -> str:
@@ -109,7 +131,7 @@ def run(tasks: list[str], options: dict[str, Any], *, workdir: Path, max_jobs: i
         sys.path.insert(0, str(folder))
     inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
     os.environ["PYTHONPATH"] = os.pathsep.join([*map(str, folders), *inherited])  # for spawned workers
-    install_decoder()
+    install_shims()
     tasks_py = [p for p, _ in resolved]
     main(Namespace(encoder_py=encoder, tasks_py=tasks_py, max_jobs=max_jobs, from_stage=from_stage,
                    to_stage=to_stage))

@@ -108,9 +108,42 @@ def test_shard_audio_is_decoded_by_the_core_as_torchaudio_load_would(monkeypatch
     decoded, rate = xares_run.decode_audio("clip.wav", wav_bytes(wave, 22050))
     assert rate == SR and decoded.shape == (1, round(0.5 * SR))  # [channels, samples] at 16 kHz
     assert xares_run.decode_audio("clip.json", b"{}") is None  # not audio: left to other decoders
+    unpatched(monkeypatch)
     monkeypatch.setattr(webdataset, "torch_audio", None)
-    xares_run.install_decoder()
+    xares_run.install_shims()
     assert webdataset.torch_audio is xares_run.decode_audio
+
+
+def unpatched(monkeypatch):
+    """webdataset's own shuffle, put back after the test (install_shims patches the module)."""
+    import webdataset.filters
+
+    plain = getattr(webdataset.filters.shuffle, "unseeded", webdataset.filters.shuffle)
+    monkeypatch.setattr(webdataset, "shuffle", plain)
+    monkeypatch.setattr(webdataset.filters, "shuffle", plain)
+    return plain
+
+
+def test_unseeded_shuffles_are_drawn_from_torchs_generator(monkeypatch):
+    """X-ARES seeds torch per task; its webdataset shuffles seed from the pid and the clock."""
+    import webdataset.filters
+
+    plain = unpatched(monkeypatch)
+
+    def orders(shuffle, seed: int) -> list[list[int]]:
+        torch.manual_seed(seed)
+        stage = shuffle(50, 10)
+        return [list(stage(iter(range(50)))) for _ in range(2)]  # two epochs
+
+    assert orders(plain, 0) != orders(plain, 0)  # what X-ARES gets without the shim
+    xares_run.install_shims()
+    xares_run.install_shims()  # idempotent: wrapped once
+    seeded = webdataset.filters.shuffle
+    assert webdataset.shuffle is seeded and seeded.unseeded is plain
+    first, again, other = orders(seeded, 0), orders(seeded, 0), orders(seeded, 1)
+    assert first == again and first != other
+    assert first[0] != first[1] and sorted(first[0]) == list(range(50))  # each epoch shuffles anew
+    assert list(seeded(50, 10, seed=3)(iter(range(50)))) == list(plain(50, 10, seed=3)(iter(range(50))))
 
 
 def test_generated_encoder_module_is_what_the_runner_imports(tmp_path, tiny_patch_ckpt, monkeypatch):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from ..xares_run import encoder_class_name, install_decoder, task_path
+from ..xares_run import encoder_class_name, install_shims, task_path
 from .cells import Score
 from .models import BenchModel
 from .suite import MissingData, Suite
@@ -72,7 +72,7 @@ class Xares(Suite):
         spec = str(self.toy_file()) if task == TOY_TASK else task
         relative, folder = task_path(spec)
         module = Path(folder or Path(__import__("tasks").__path__[0]).parent) / relative
-        install_decoder()
+        install_shims()
         base = FbankXares if model.kind == "fbank" else MaeAstEncoder
         options = {} if model.kind == "fbank" else model.options
         encoder_type = type(encoder_class_name(model.options), (base,), {})
