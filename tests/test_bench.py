@@ -259,12 +259,15 @@ def test_superb_keyword_spotting_for_a_model_and_s3prls_fbank(tmp_path, tiny_pat
     assert {c["task"] for c in missing} == {"voxceleb1"} and "iden_split.txt" in missing[0]["fetch"]
 
 
-def test_cells_stay_under_the_folder_and_names_that_share_a_file_are_not_confused(tmp_path):
+def test_cells_stay_under_the_folder_and_names_that_look_alike_are_not_confused(tmp_path):
     store = CellStore(tmp_path)
     for name in ("..", "../../escape", "/etc/passwd", "org/model"):
         path = store.path("hear", name, name)
         assert path.is_relative_to(tmp_path / "cells") and ".." not in path.relative_to(tmp_path).parts
     store.put(cell("org/model", 0.5))
-    assert store.path("fake", "t", "org/model") == store.path("fake", "t", "org_model")  # one file
-    assert store.get("fake", "t", "org/model").scores[0].value == 0.5
     assert store.get("fake", "t", "org_model") is None  # not the other model's result
+    store.put(cell("org_model", 0.25))
+    assert store.path("fake", "t", "org/model") != store.path("fake", "t", "org_model")
+    assert [store.get("fake", "t", m).scores[0].value for m in ("org/model", "org_model")] == [0.5, 0.25]
+    store.path("fake", "t", "org/model").write_text(store.path("fake", "t", "org_model").read_text())
+    assert store.get("fake", "t", "org/model") is None  # a file holding other names is not taken

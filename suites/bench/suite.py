@@ -3,6 +3,7 @@ and one model's scores on one task."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import subprocess
 from pathlib import Path
@@ -43,8 +44,13 @@ class Suite:
         """Every task name this suite accepts (besides task files where it takes them)."""
         return sorted({t for tasks in self.presets().values() for t in tasks})
 
+    @functools.cached_property
+    def known_set(self) -> frozenset[str]:
+        """`known()`, listed once (listing mteb's tasks takes a while)."""
+        return frozenset(self.known())
+
     def accepts(self, task: str) -> bool:
-        return task in self.known()
+        return task in self.known_set
 
     def make_toy(self) -> None:
         """Write the toy tasks' data (small, generated, offline) under `self.out / 'toy'`."""

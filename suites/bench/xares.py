@@ -50,7 +50,7 @@ class Xares(Suite):
         return {"toy": [TOY_TASK], "full": names}
 
     def accepts(self, task: str) -> bool:
-        return task.endswith(".py") and Path(task).is_file() or task in self.known()
+        return task.endswith(".py") and Path(task).is_file() or task in self.known_set
 
     def toy_file(self) -> Path:
         return (self.out / "toy" / "xares" / f"{TOY_TASK}_task.py").resolve()
