@@ -82,6 +82,10 @@ class SiteHook:
         pth, module = self.files(site_dir)
         return _ours(pth, self.module) and _ours(module, MARKER)
 
+    def current(self, site_dir: Path) -> bool:
+        """Whether the installed hook is this version's (`register` again updates it)."""
+        return self.installed(site_dir) and self.files(site_dir)[1].read_text() == self.source()
+
 
 def add_hook_commands(group: click.Group, hook: SiteHook, *, needs: str, done: str) -> None:
     """Add `register`, `unregister` and `status` for `hook` to a consumer's click group.
@@ -121,6 +125,12 @@ def add_hook_commands(group: click.Group, hook: SiteHook, *, needs: str, done: s
     @group.command("status")
     @site_dir_option
     def status(site_dir: Path | None) -> None:
-        """Say whether the hook is installed."""
+        """Say whether the hook is installed, and whether it is this version's."""
         site_dir = site_dir or default_site_dir()
-        click.echo(f"{'registered' if hook.installed(site_dir) else 'not registered'} in {site_dir}")
+        if not hook.installed(site_dir):
+            click.echo(f"not registered in {site_dir}")
+        elif not hook.current(site_dir):
+            click.echo(f"registered in {site_dir} by another version of maeast-embed: run "
+                       f"`maeast-embed {group.name} register` again to update it")
+        else:
+            click.echo(f"registered in {site_dir}")

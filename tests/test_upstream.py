@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import os
 import shutil
 import threading
 import warnings
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,3 +298,36 @@ def test_distributed_sampler_wrapper_shards_the_drawn_indices(shims):
     again = [list(DistributedSamplerWrapper(sampler, num_replicas=2, rank=r)) for r in (0, 1)]
     assert again == shards  # every rank sees the same draw for an epoch
     assert len(set(drawn)) > 1
+
+
+def test_sid_file_lists_are_kept_per_dataset_outside_s3prl(tmp_path, monkeypatch):
+    """s3prl keeps VoxCeleb1's file lists as <package>/.cache/<split>.pkl whatever the dataset."""
+    s3prl_compat.apply()
+    vox = pytest.importorskip("s3prl.downstream.voxceleb1.dataset", reason="needs the s3prl extra")
+    monkeypatch.setattr(vox, "CACHE_PATH", vox.CACHE_PATH)
+    monkeypatch.setattr(vox.SpeakerClassifiDataset, "__init__", vox.SpeakerClassifiDataset.__init__)
+    in_package = sorted(Path(vox.__file__).parent.glob(".cache/*"))
+
+    def voxceleb(name: str, speakers: list[int]) -> tuple[Path, Path]:
+        root, lines = tmp_path / name / "VoxCeleb1", []
+        for s in speakers:
+            rel = f"id{10001 + s}/video0/00001.wav"
+            (root / "dev" / "wav" / rel).parent.mkdir(parents=True)
+            (root / "dev" / "wav" / rel).touch()  # only globbed when the lists are made
+            lines.append(f"1 {rel}\n")
+        (tmp_path / name / "iden_split.txt").write_text("".join(lines))
+        return root, tmp_path / name / "iden_split.txt"
+
+    s3prl_compat.key_voxceleb1_cache(vox)
+    s3prl_compat.key_voxceleb1_cache(vox)  # idempotent
+    first, second = voxceleb("a", [0, 1]), voxceleb("b", [2])
+    assert vox.SpeakerClassifiDataset("train", *first).label == [0, 1]
+    assert vox.SpeakerClassifiDataset("train", *second).label == [2]  # not the first dataset's list
+    cached = Path(s3prl_compat.voxceleb1_cache_dir(*first)) / "train.pkl"
+    assert cached.is_file() and cached.is_relative_to(os.environ["MAEAST_CACHE"])
+    for path in (first[0] / "dev" / "wav" / "id10002").rglob("*.wav"):
+        path.unlink()  # read from the cache from now on: no glob needs the files
+    assert vox.SpeakerClassifiDataset("train", *first).label == [0, 1]
+    first[1].write_text("1 id10001/video0/00001.wav\n")  # another split file: lists made anew
+    assert vox.SpeakerClassifiDataset("train", *first).label == [0]
+    assert sorted(Path(vox.__file__).parent.glob(".cache/*")) == in_package  # nothing written there

@@ -153,7 +153,13 @@ def test_register_is_explicit_and_reversible(tmp_path):
     site.mkdir()
     assert "not registered" in invoke(["status", "--site-dir", site])
     assert invoke(["register", "--site-dir", site]).count("wrote") == 2
-    assert "not registered" not in invoke(["status", "--site-dir", site])
+    assert invoke(["status", "--site-dir", site]).startswith("registered in")
+    hook = site / "maeast_embed_s3prl_hook.py"
+    hook.write_text(hook.read_text().replace("s3prl.downstream.voxceleb1.dataset", "elsewhere"))  # older
+    assert "by another version of maeast-embed: run `maeast-embed s3prl register` again" in invoke(
+        ["status", "--site-dir", site])
+    assert invoke(["register", "--site-dir", site]).count("wrote") == 2
+    assert invoke(["status", "--site-dir", site]).startswith("registered in")
     assert invoke(["unregister", "--site-dir", site]).count("removed") == 2
     assert not list(site.glob("maeast_embed_s3prl*"))
     (site / "maeast_embed_s3prl.pth").write_text("import something_else\n")  # not ours: left alone
@@ -212,16 +218,10 @@ def test_dataloader_workers_inherit_the_shims(how, method, ks_data, hook_python,
 def test_sid_and_er_through_the_launcher(tiny_patch_ckpt, tmp_path):
     """SID (VoxCeleb1 layout, hidden_states) and ER (IEMOCAP layout at 22.05 kHz, resampled by
     the recipe), a few dozen steps each, then evaluate."""
+    import s3prl.downstream.voxceleb1 as vox
+
     file_path, split_file = make_voxceleb1(tmp_path / "vox")
-    driver = tmp_path / "sid_driver.py"  # s3prl caches voxceleb1 file lists inside its package
-    driver.write_text(textwrap.dedent(f"""\
-        import sys
-        import maeast_upstream.run_downstream as launcher
-        import s3prl.downstream.voxceleb1.dataset as vox
-        vox.CACHE_PATH = {str(tmp_path / 'vox_cache') + '/'!r}
-        if __name__ == "__main__":
-            launcher.main()
-        """))
+    in_package = sorted(Path(vox.__path__[0]).glob(".cache/*"))
     sid = ",,".join([
         f"config.downstream_expert.datarc.file_path={file_path}",
         f"config.downstream_expert.datarc.meta_data={split_file}",
@@ -231,8 +231,12 @@ def test_sid_and_er_through_the_launcher(tiny_patch_ckpt, tmp_path):
         "config.runner.total_steps=24,,config.runner.eval_step=24,,config.runner.save_step=24",
         "config.runner.log_step=8",
     ])
-    train_then_evaluate([sys.executable, driver], tmp_path / "sid", tiny_patch_ckpt, "voxceleb1",
-                        "hidden_states", sid, 24, tmp_path)
+    train_then_evaluate(LAUNCHER, tmp_path / "sid", tiny_patch_ckpt, "voxceleb1", "hidden_states", sid, 24,
+                        tmp_path)
+    # the file lists went to this dataset's own folder of the cache, not into s3prl's package
+    cached = Path(ENV["MAEAST_CACHE"]) / "s3prl-voxceleb1"
+    assert {p.name for p in cached.glob("*/*.pkl")} == {"train.pkl", "dev.pkl", "test.pkl"}
+    assert sorted(Path(vox.__path__[0]).glob(".cache/*")) == in_package
 
     root, meta = make_iemocap(tmp_path / "iemocap")
     er = ",,".join([

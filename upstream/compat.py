@@ -16,13 +16,19 @@ What it provides:
 - `catalyst.data.sampler.DistributedSamplerWrapper` (catalyst does not install with new pip);
 - `argparse.Namespace` allowed by `torch.load(weights_only=True)`, so the runner can read
   back its own checkpoints (`-e`, `-m evaluate`) without disabling safe loading.
+
+`key_voxceleb1_cache` (applied once s3prl's VoxCeleb1 dataset module is imported: by the
+launcher, or by the site hook) moves that recipe's file-list cache out of s3prl's package.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import importlib.util
 import math
+import os
 import sys
 import types
 import warnings
@@ -30,6 +36,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import DistributedSampler, Sampler
+
+from maeast_embed.checkpoint import cache_dir
 
 _MARK = "_maeast_embed_shim"
 _applied = False
@@ -241,3 +249,34 @@ def _provide_catalyst() -> None:
     modules["catalyst"].data = modules["catalyst.data"]
     modules["catalyst.data"].sampler = modules["catalyst.data.sampler"]
     sys.modules.update(modules)
+
+
+# ------------------------------------------------------------------------ SUPERB SID cache
+
+
+def voxceleb1_cache_dir(file_path: str | os.PathLike, meta_data: str | os.PathLike) -> str:
+    """Where the VoxCeleb1 file lists of one dataset folder and split file are kept:
+    `<maeast-embed cache>/s3prl-voxceleb1/<hash of the folder's path and the split file's bytes>/`."""
+    digest = hashlib.sha256(os.path.abspath(file_path).encode("utf-8", "surrogateescape") + b"\0")
+    with open(meta_data, "rb") as split_file:
+        digest.update(split_file.read())
+    return os.path.join(cache_dir(), "s3prl-voxceleb1", digest.hexdigest()[:16], "")
+
+
+def key_voxceleb1_cache(module: types.ModuleType) -> None:
+    """s3prl's `SpeakerClassifiDataset` keeps one file list per split in its own package
+    (`downstream/voxceleb1/.cache/{train,dev,test}.pkl`) whatever the dataset: another dataset
+    folder or split file would silently read the first one's lists, and a read-only install cannot
+    write them. Each dataset gets its own folder instead (`voxceleb1_cache_dir`). Idempotent."""
+    dataset = module.SpeakerClassifiDataset
+    if getattr(dataset.__init__, _MARK, False):
+        return
+    original = dataset.__init__
+
+    @functools.wraps(original)
+    def __init__(self, mode, file_path, meta_data, *args, **kwargs):
+        module.CACHE_PATH = voxceleb1_cache_dir(file_path, meta_data)
+        original(self, mode, file_path, meta_data, *args, **kwargs)
+
+    setattr(__init__, _MARK, True)
+    dataset.__init__ = __init__

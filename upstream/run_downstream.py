@@ -3,10 +3,10 @@
     python -m maeast_upstream.run_downstream -m train -u mae_ast -k CKPT -d speech_commands ...
     maeast-s3prl -m evaluate -e result/downstream/NAME/dev-best.ckpt
 
-Importing this module applies the s3prl 0.4.18 run-time shims (`maeast_upstream.compat`)
-and registers the hub entries. It does so at import on purpose: DataLoader workers started
-with 'spawn' or 'forkserver' re-import the main module, so they get the shims too ('fork'
-workers inherit them).
+Importing this module applies the s3prl 0.4.18 run-time shims (`maeast_upstream.compat`),
+keys the SID recipe's file-list cache by dataset and registers the hub entries. It does so at
+import on purpose: DataLoader workers started with 'spawn' or 'forkserver' re-import the main
+module, so they get the shims too ('fork' workers inherit them).
 """
 
 from __future__ import annotations
@@ -24,6 +24,15 @@ import s3prl.hub  # noqa: E402
 from .mae_ast.hubconf import register  # noqa: E402
 
 register(s3prl.hub)
+
+try:
+    import s3prl.downstream.voxceleb1.dataset as _voxceleb1  # noqa: E402  (9 ms once s3prl.hub is in)
+except ImportError:  # a recipe dependency missing: s3prl reports it if SID is run
+    pass
+else:
+    from .compat import key_voxceleb1_cache  # noqa: E402
+
+    key_voxceleb1_cache(_voxceleb1)
 
 
 def main(argv: list[str] | None = None) -> None:
