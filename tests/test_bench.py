@@ -7,8 +7,10 @@ import csv
 import importlib.util
 import io
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +29,7 @@ from maeast_suites.bench import run as bench_run
 from maeast_suites.bench.cells import Cell, CellStore, Score, higher_is_better
 from maeast_suites.bench.models import parse_models
 from maeast_suites.bench.report import table_rows
-from maeast_suites.bench.suite import MissingData, Suite
+from maeast_suites.bench.suite import MissingData, Suite, call
 from maeast_suites.engine import suite_model
 
 SR = 16000
@@ -165,6 +167,40 @@ def test_a_run_writes_every_report_records_failures_and_resumes(fake, tmp_path):
     fake.calls = []
     run_bench(BenchConfig(out=tmp_path, suites=["fake"], tasks=["toy"], models=["a"], redo=True), echo=print)
     assert fake.calls == [("one", "a"), ("two", "a")]
+
+
+def test_what_a_suite_prints_goes_to_its_cells_log(fake, tmp_path, monkeypatch, capfd):
+    child = "import sys; print('child-out'); print('child-err', file=sys.stderr)"
+
+    class Loud(FakeSuite):
+        def run(self, task, model):
+            print("py-out")
+            print("py-err", file=sys.stderr)
+            os.write(1, b"fd-out\n")
+            os.write(2, b"fd-err\n")
+            call([sys.executable, "-c", child], "the child")
+            if task == "two":
+                call([sys.executable, "-c", "print('dying'); raise SystemExit(3)"], "the second child")
+            return super().run(task, model)
+
+    monkeypatch.setattr(bench_run, "build_suites", lambda config: [Loud(config.out)])
+    said: list[str] = []
+    config = BenchConfig(out=tmp_path, suites=["fake"], tasks=["toy"], models=["a"])
+    cells, _ = run_bench(config, echo=said.append)
+    printed = "".join(capfd.readouterr())
+    assert not any(word in printed for word in ("py-", "fd-", "child-", "dying"))
+    store = CellStore(tmp_path)
+    text = store.log_path("fake", "one", "a").read_text()
+    assert text.splitlines()[0].startswith("=== ") and text.splitlines()[0].endswith(" Fake one a")
+    assert all(w in text for w in ("py-out", "py-err", "fd-out", "fd-err", "child-out", "child-err"))
+    failed = cells[1]
+    assert failed.status == "failed" and failed.log == str(store.log_path("fake", "two", "a"))
+    assert "the second child failed (exit 3):\ndying" in failed.error
+    assert "Traceback" in Path(failed.log).read_text() and f"(see {failed.log})" in said[-1]
+    assert f"running (output in {store.log_path('fake', 'one', 'a')})" in said[0]
+    print("after")
+    os.write(2, b"fd after\n")
+    assert capfd.readouterr() == ("after\n", "fd after\n")  # both levels given back
 
 
 def test_task_names_presets_and_unknown_names(tmp_path):

@@ -51,6 +51,7 @@ class Cell:
     seconds: float = 0.0
     error: str | None = None
     fetch: str | None = None
+    log: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -63,18 +64,23 @@ class Cell:
     def from_json(cls, data: dict[str, Any]) -> Cell:
         scores = [Score(s["metric"], s["value"], list(s.get("folds", []))) for s in data.get("scores", [])]
         return cls(data["suite"], data["task"], data["model"], data["status"], scores,
-                   float(data.get("seconds", 0.0)), data.get("error"), data.get("fetch"))
+                   float(data.get("seconds", 0.0)), data.get("error"), data.get("fetch"), data.get("log"))
 
 
 class CellStore:
-    """`<out>/cells/<suite>/<task>/<model>.json`, one file per cell."""
+    """`<out>/cells/<suite>/<task>/<model>.json`, one file per cell, and what the cell's run
+    printed in `<out>/logs/<suite>/<task>/<model>.log`."""
 
     def __init__(self, out: Path) -> None:
         self.root = out / "cells"
+        self.logs = out / "logs"
 
     def path(self, suite: str, task: str, model: str) -> Path:
         """Each name as one safe file name (the extraction's), proved to lie under `cells/`."""
-        return output_path(self.root, "/".join(safe_filename(name) for name in (suite, task, model)), ".json")
+        return output_path(self.root, _relative(suite, task, model), ".json")
+
+    def log_path(self, suite: str, task: str, model: str) -> Path:
+        return output_path(self.logs, _relative(suite, task, model), ".log")
 
     def get(self, suite: str, task: str, model: str) -> Cell | None:
         path = self.path(suite, task, model)
@@ -91,3 +97,7 @@ class CellStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(path, "w") as handle:
             json.dump(cell.to_json(), handle, indent=1)
+
+
+def _relative(*names: str) -> str:
+    return "/".join(safe_filename(name) for name in names)

@@ -75,7 +75,7 @@ def markdown(cells: list[Cell], rows: dict[Row, dict[str, Any]], models: list[st
     if failed:
         lines += ["", "### Failed", ""]
         lines += [f"- {suite_names.get(c.suite, c.suite)} `{c.task}` with {c.model}: {last_line(c.error)}"
-                  for c in failed]
+                  + (f" (output: `{c.log}`)" if c.log else "") for c in failed]
     return "\n".join(lines) + "\n"
 
 

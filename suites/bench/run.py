@@ -15,6 +15,7 @@ from typing import Any
 from maeast_embed import __version__
 from maeast_embed.errors import ConfigError
 
+from .capture import output_to
 from .cells import Cell, CellStore
 from .hear import Hear
 from .maeb import Maeb
@@ -94,16 +95,21 @@ def resolve_tasks(suites: list[Suite], specs: list[str]) -> dict[str, list[str]]
     return {key: list(dict.fromkeys(tasks)) for key, tasks in chosen.items()}
 
 
-def run_cell(suite: Suite, task: str, model: BenchModel) -> Cell:
+def run_cell(suite: Suite, task: str, model: BenchModel, log: Path) -> Cell:
+    """One model on one task, what the suite prints appended to `log`."""
     start = time.perf_counter()
-    try:
-        scores = suite.run(task, model)
-        return Cell(suite.key, task, model.label, "ok", scores, time.perf_counter() - start)
-    except MissingData as missing:
-        return Cell(suite.key, task, model.label, "missing", seconds=0.0, fetch=str(missing))
-    except Exception:  # one task's failure is recorded, and the run goes on
-        return Cell(suite.key, task, model.label, "failed", seconds=time.perf_counter() - start,
-                    error=traceback.format_exc(limit=6))
+    with output_to(log, f"{suite.name} {task} {model.label}"):
+        try:
+            scores = suite.run(task, model)
+            cell = Cell(suite.key, task, model.label, "ok", scores, time.perf_counter() - start)
+        except MissingData as missing:
+            cell = Cell(suite.key, task, model.label, "missing", seconds=0.0, fetch=str(missing))
+        except Exception:  # one task's failure is recorded, and the run goes on
+            cell = Cell(suite.key, task, model.label, "failed", seconds=time.perf_counter() - start,
+                        error=traceback.format_exc(limit=6))
+            print(cell.error)
+    cell.log = str(log)
+    return cell
 
 
 def run_bench(config: BenchConfig, echo: Callable[[str], None] = print) -> tuple[list[Cell], dict[str, Path]]:
@@ -123,8 +129,9 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print) -> tuple
                 if cell is not None and cell.status == "ok":
                     echo(f"{suite.name} {task} {model.label}: done before")
                 else:
-                    echo(f"{suite.name} {task} {model.label}: running")
-                    cell = run_cell(suite, task, model)
+                    log = store.log_path(suite.key, task, model.label)
+                    echo(f"{suite.name} {task} {model.label}: running (output in {log})")
+                    cell = run_cell(suite, task, model, log)
                     store.put(cell)
                     echo(f"{suite.name} {task} {model.label}: {_outcome(cell)}")
                 cells.append(cell)
@@ -140,4 +147,4 @@ def _outcome(cell: Cell) -> str:
         return ", ".join(f"{s.metric} {s.value:.4f}" for s in cell.scores) + f" ({cell.seconds:.0f} s)"
     if cell.status == "missing":
         return f"data missing; fetch with: {cell.fetch}"
-    return "failed: " + last_line(cell.error)
+    return f"failed: {last_line(cell.error)} (see {cell.log})"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import subprocess
+import sys
 from pathlib import Path
 
 from maeast_embed.errors import ConfigError
@@ -60,9 +61,15 @@ class Suite:
 
 
 def call(command: list[str], what: str) -> str:
-    """Run a suite's command; its stdout, or a RuntimeError with the tail of its output."""
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = (result.stdout[-1500:] + "\n" + result.stderr[-2500:]).strip()
-        raise RuntimeError(f"{what} failed (exit {result.returncode}):\n{tail}")
-    return result.stdout
+    """Run a suite's command, its output (stdout and stderr) passed on to this process's stdout
+    (the cell's log) as it comes; returns that output, or raises a RuntimeError with its tail."""
+    lines = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as child:
+        for line in child.stdout:
+            sys.stdout.write(line)
+            lines.append(line)
+    output = "".join(lines)
+    if child.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {child.returncode}):\n{output[-4000:].strip()}")
+    return output

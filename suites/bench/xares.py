@@ -82,15 +82,18 @@ class Xares(Suite):
         encoder_type = type(encoder_class_name(model.options), (base,), {})
         config = task_config(module)(encoder_type(**options))
         config.env_root = str(self.workdir / "env")
-        xtask = XaresTask(config)
-        xtask.make_encoded_tar()
-        scores = []
-        for kind, label in (("mlp", "MLP"), *((("knn", "kNN"),) if config.do_knn else ())):
-            with _fold_lines(logger) as lines:
-                value, _ = xtask.run_mlp() if kind == "mlp" else xtask.run_knn()
-            folds = [float(m[2]) for m in map(FOLD.match, lines) if m]
-            scores.append(Score(f"{label} {config.metric}", float(value), folds))
-        return scores
+        try:
+            xtask = XaresTask(config)
+            xtask.make_encoded_tar()
+            scores = []
+            for kind, label in (("mlp", "MLP"), *((("knn", "kNN"),) if config.do_knn else ())):
+                with _fold_lines(logger) as lines:
+                    value, _ = xtask.run_mlp() if kind == "mlp" else xtask.run_knn()
+                folds = [float(m[2]) for m in map(FOLD.match, lines) if m]
+                scores.append(Score(f"{label} {config.metric}", float(value), folds))
+            return scores
+        finally:
+            logger.remove()  # X-ARES's handler writes to this cell's log, closed after the cell
 
 
 @contextmanager
