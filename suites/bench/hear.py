@@ -59,9 +59,10 @@ class Hear(Suite):
         folder = self.task_dir(task)
         if not (folder / "task_metadata.json").is_file():
             raise MissingData(
-                f"gsutil -u YOUR_GCP_PROJECT cp gs://hear2021-archive/tasks/hear2021-{task}-16000.tar.gz . "
-                f"(requester pays; https://hearbenchmark.com/hear-tasks.html) and unpack it so that "
-                f"{folder}/task_metadata.json exists")
+                f"gsutil -u YOUR_GCP_PROJECT ls 'gs://hear2021-archive/tasks/*{task}*16000*' names the "
+                f"task's 16 kHz archive (requester pays; https://hearbenchmark.com/hear-tasks.html): copy it "
+                f"with `gsutil -u YOUR_GCP_PROJECT cp` and unpack it so that {folder}/task_metadata.json "
+                "exists")
         embeddings = self.out / "hear" / "embeddings" / safe_filename(model.label)
         call([sys.executable, "-m", "hear_module.run", "embeddings", *_module_args(model),
                "--tasks-dir", str(folder.parent), "--task", task, "--embeddings-dir", str(embeddings)],
