@@ -61,7 +61,7 @@ class Hear(Suite):
             raise MissingData(
                 f"gsutil -u YOUR_GCP_PROJECT ls 'gs://hear2021-archive/tasks/*{task}*16000*' names the "
                 f"task's 16 kHz archive (requester pays; https://hearbenchmark.com/hear-tasks.html): copy it "
-                f"with `gsutil -u YOUR_GCP_PROJECT cp` and unpack it so that {folder}/task_metadata.json "
+                f"with gsutil -u YOUR_GCP_PROJECT cp and unpack it so that {folder}/task_metadata.json "
                 "exists")
         embeddings = self.out / "hear" / "embeddings" / safe_filename(model.label)
         call([sys.executable, "-m", "hear_module.run", "embeddings", *_module_args(model),
