@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import struct
 import subprocess
 import sys
 import textwrap
@@ -297,8 +299,28 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
+def tensorboard_scalars(folder: Path) -> list[tuple[int, str | None]]:
+    """(step, tag) of every event in a run's TensorBoard files, in order, file by file (the tag None:
+    a session start, whose step is the purge step of a resumed run)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    found = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, at = path.read_bytes(), 0
+        while at < len(data):  # TFRecord: length, its CRC, the record, its CRC
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = Event.FromString(data[at + 12:at + 12 + length])
+            at += 16 + length
+            if event.HasField("summary"):
+                found += [(event.step, v.tag) for v in event.summary.value if v.tag == "train/loss"]
+            elif event.HasField("session_log"):
+                found.append((event.step, None))
+    return found
+
+
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, audio_dir):
-    cfg = config(audio_dir, max_steps=7, save_every=2, num_workers=2)
+    tensorboard = importlib.util.find_spec("tensorboardX") is not None  # the s3prl extra brings it
+    cfg = config(audio_dir, max_steps=7, save_every=2, num_workers=2, tensorboard=tensorboard)
     reference = train(cfg, tmp_path / "straight")
     cfg_file = tmp_path / "cfg.yaml"
     cfg.save(cfg_file)
@@ -318,6 +340,11 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, audio_dir):
     metrics = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
     steps = [json.loads(line)["step"] for line in metrics]
     assert steps == list(range(1, 8))
+    if tensorboard:  # the killed run's curves up to its checkpoint (flushed with it); the resumed
+        # run's start says to drop any event from step 5 on, then it logs 5 to 7
+        events = tensorboard_scalars(tmp_path / "killed" / "tensorboard")
+        assert events == [*((k, "train/loss") for k in range(1, 5)), (5, None),
+                          *((k, "train/loss") for k in range(5, 8))]
 
 
 def test_all_files_failing_at_read_time_is_an_error(tmp_path):

@@ -148,7 +148,10 @@ class MetricsLog:
                     from tensorboardX import SummaryWriter
                 except ImportError as err:
                     raise ConfigError("tensorboard=true needs `pip install tensorboard`") from err
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            # a resumed run re-logs the steps after its checkpoint: TensorBoard drops the killed
+            # run's events from purge_step on
+            purge = resume_step + 1 if resume_step else None
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
 
     def write(self, record: dict[str, Any]) -> None:
         append_line(self.path, json.dumps(record))  # a full disk: an OutputError naming the file
@@ -156,6 +159,12 @@ class MetricsLog:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
                     self.writer.add_scalar(f"train/{key}", value, record["step"])
+
+    def flush(self) -> None:
+        """Put TensorBoard's buffered events on disk (done with each checkpoint, so a killed
+        run keeps its curves up to the step it resumes from)."""
+        if self.writer is not None:
+            self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:
@@ -289,6 +298,7 @@ def train(
         atomic_torch_save(state, run_dir / "checkpoints" / f"{STATE_PREFIX}{step:08d}.pt")
         for old in state_files(run_dir)[: -cfg.keep_last]:
             old.unlink(missing_ok=True)
+        metrics.flush()
 
     micro = step * cfg.accum_steps
     epoch, offset = divmod(micro, batches_per_epoch)
