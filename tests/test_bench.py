@@ -268,6 +268,19 @@ def test_xares_and_maeb_toy_tasks_for_a_model_and_both_baselines(tmp_path, tiny_
     assert all(len(e["folds"]) > 1 for e in maeb.values())  # mteb's repeated experiments
     assert all(0.0 <= e["value"] <= 1.0 for r in rows.values() for e in r.values())
     assert set(data["suite_seconds"]) == {"xares", "maeb"}
+    # X-ARES's own caches of a killed or redone cell are not taken as results
+    score_files = sorted((tmp_path / "xares" / "env" / "toy_tones" / "checkpoints").glob("*/mlp_score.txt"))
+    assert len(score_files) == 3
+    first = rows[("xares", "toy_tones", "MLP accuracy")]
+    for score_file in score_files:
+        score_file.write_text("0.123\n32")
+    cells = sorted((tmp_path / "cells" / "xares").rglob("*.json"))
+    for cell in cells:
+        cell.unlink()
+    again = bench_cli(tmp_path, "xares", tiny_patch_ckpt, "random", "fbank")
+    rerun = next(r["models"] for r in again["table"] if r["metric"] == "MLP accuracy")
+    assert {m: e["value"] for m, e in rerun.items()} == {m: e["value"] for m, e in first.items()}  # seeded
+    assert all(float(f.read_text().split()[0]) != 0.123 for f in score_files)
 
 
 @pytest.mark.slow

@@ -1,5 +1,8 @@
 """X-ARES task by task in this process (its `XaresTask`: encode, then MLP and kNN), with the
-encoder at the model's options; per-fold scores of k-fold tasks are read from X-ARES's log."""
+encoder at the model's options; per-fold scores of k-fold tasks are read from X-ARES's log.
+The encoded shards are reused (X-ARES marks them done once whole); its MLP checkpoints and score
+files are not: a cell's own file says what is done, and a rerun (after a kill, or `--redo`)
+trains and scores again."""
 
 from __future__ import annotations
 
@@ -82,8 +85,11 @@ class Xares(Suite):
         encoder_type = type(encoder_class_name(model.options), (base,), {})
         config = task_config(module)(encoder_type(**options))
         config.env_root = str(self.workdir / "env")
+        config.force_retrain_mlp = True  # a killed run's best checkpoint is not a trained MLP
         try:
             xtask = XaresTask(config)
+            for cached in ("mlp_score.txt", "knn_score.txt"):  # the cell, not X-ARES, says what is done
+                (xtask.ckpt_dir / cached).unlink(missing_ok=True)
             xtask.make_encoded_tar()
             scores = []
             for kind, label in (("mlp", "MLP"), *((("knn", "kNN"),) if config.do_knn else ())):
