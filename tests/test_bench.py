@@ -130,7 +130,7 @@ def fake(monkeypatch):
     def models(specs, options, folder):
         from maeast_suites.bench.models import BenchModel
 
-        return [BenchModel(s, "maeast", {"model": s}) for s in specs]
+        return [BenchModel(s, "maeast", {**options, "model": s}) for s in specs]
 
     monkeypatch.setattr(bench_run, "parse_models", models)
     FakeSuite.calls = []
@@ -167,6 +167,33 @@ def test_a_run_writes_every_report_records_failures_and_resumes(fake, tmp_path):
     fake.calls = []
     run_bench(BenchConfig(out=tmp_path, suites=["fake"], tasks=["toy"], models=["a"], redo=True), echo=print)
     assert fake.calls == [("one", "a"), ("two", "a")]
+
+
+def test_results_of_other_settings_are_refused_not_mixed(fake, tmp_path, monkeypatch):
+    def run(layer: str, redo: bool = False):
+        config = BenchConfig(out=tmp_path, suites=["fake"], tasks=["toy"], models=["a", "b"],
+                             encoder_options={"layer": layer}, redo=redo)
+        return run_bench(config, echo=lambda line: None)[0]
+
+    run("last")
+    assert CellStore(tmp_path).get("fake", "one", "a").settings == {
+        "model": {"kind": "maeast", "options": {"layer": "last", "model": "a"}}, "suite": {}}
+    fake.calls = []
+    run("last")  # same settings: resumed, nothing runs
+    assert fake.calls == []
+    with pytest.raises(ConfigError, match=r"Fake one a scored with other settings \(model\.options\.layer: "
+                       r"'last' -> '6'\); use another output folder, or --redo"):
+        run("6")
+    assert fake.calls == []  # refused before anything ran
+    cells = run("6", redo=True)
+    assert len(fake.calls) == 4 and all(c.settings["model"]["options"]["layer"] == "6" for c in cells)
+    monkeypatch.setattr(FakeSuite, "settings", lambda self: {"grid": "fast"}, raising=False)
+    with pytest.raises(ConfigError, match=r"suite\.grid: None -> 'fast'"):
+        run("6")
+    suite = FakeSuite(tmp_path)
+    a, other = (bench_run.parse_models(["a"], {"layer": layer}, tmp_path)[0] for layer in ("6", "7"))
+    assert suite.work_folder(a) == suite.work_folder(a) != suite.work_folder(other)
+    assert suite.work_folder(a).startswith("a-")
 
 
 def test_what_a_suite_prints_goes_to_its_cells_log(fake, tmp_path, monkeypatch, capfd):

@@ -41,7 +41,8 @@ class Score:
 @dataclass
 class Cell:
     """What a run of one model on one task gave: `status` ok (scores), failed (error) or missing
-    (the task's data is not there: `fetch` says how to get it)."""
+    (the task's data is not there: `fetch` says how to get it); `settings`, what the scores
+    depend on besides the names (`Suite.cell_settings`)."""
 
     suite: str
     task: str
@@ -52,6 +53,7 @@ class Cell:
     error: str | None = None
     fetch: str | None = None
     log: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -64,7 +66,8 @@ class Cell:
     def from_json(cls, data: dict[str, Any]) -> Cell:
         scores = [Score(s["metric"], s["value"], list(s.get("folds", []))) for s in data.get("scores", [])]
         return cls(data["suite"], data["task"], data["model"], data["status"], scores,
-                   float(data.get("seconds", 0.0)), data.get("error"), data.get("fetch"), data.get("log"))
+                   float(data.get("seconds", 0.0)), data.get("error"), data.get("fetch"), data.get("log"),
+                   data.get("settings", {}))
 
 
 class CellStore:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from maeast_embed.checkpoint import resolve
-from maeast_embed.outpaths import safe_filename
 
 from .cells import Score
 from .models import BenchModel
@@ -44,6 +44,9 @@ class Hear(Suite):
     def presets(self) -> dict[str, list[str]]:
         return {"toy": TOY, "full": HEAR2021}
 
+    def settings(self) -> dict[str, Any]:
+        return {"grid": self.grid}
+
     def known(self) -> list[str]:
         local = [p.name for p in self.tasks_dir.glob("*") if (p / "task_metadata.json").is_file()]
         return sorted({*HEAR2021, *TOY, *local})
@@ -63,7 +66,7 @@ class Hear(Suite):
                 f"task's 16 kHz archive (requester pays; https://hearbenchmark.com/hear-tasks.html): copy it "
                 f"with gsutil -u YOUR_GCP_PROJECT cp and unpack it so that {folder}/task_metadata.json "
                 "exists")
-        embeddings = self.out / "hear" / "embeddings" / safe_filename(model.label)
+        embeddings = self.out / "hear" / "embeddings" / self.work_folder(model)
         call([sys.executable, "-m", "hear_module.run", "embeddings", *_module_args(model),
                "--tasks-dir", str(folder.parent), "--task", task, "--embeddings-dir", str(embeddings)],
               f"HEAR embeddings of {task}")

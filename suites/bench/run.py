@@ -112,6 +112,30 @@ def run_cell(suite: Suite, task: str, model: BenchModel, log: Path) -> Cell:
     return cell
 
 
+def check_settings(store: CellStore, suites: list[Suite], tasks: dict[str, list[str]],
+                   models: list[BenchModel]) -> None:
+    """Refuse to resume over scores made with other settings (encoder options, a suite's grid or
+    steps): the table would mix them. `--redo` replaces them; another `-o` keeps both."""
+    for suite in suites:
+        for task in tasks[suite.key]:
+            for model in models:
+                cell = store.get(suite.key, task, model.label)
+                wanted = suite.cell_settings(model)
+                if cell is not None and cell.status == "ok" and cell.settings != wanted:
+                    changed = ", ".join(_changes(cell.settings, wanted))
+                    raise ConfigError(
+                        f"{store.root.parent} holds {suite.name} {task} {model.label} scored with other "
+                        f"settings ({changed}); use another output folder, or --redo to replace every result")
+
+
+def _changes(old: Any, new: Any, key: str = "") -> list[str]:
+    """'key: old -> new' for each value that differs between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [change for name in sorted({*old, *new}, key=str)
+                for change in _changes(old.get(name), new.get(name), f"{key}.{name}" if key else str(name))]
+    return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
+
+
 def run_bench(config: BenchConfig, echo: Callable[[str], None] = print) -> tuple[list[Cell], dict[str, Path]]:
     """Run what is not done yet, then write the reports; returns every cell and the reports' paths."""
     suites = build_suites(config)
@@ -119,6 +143,8 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print) -> tuple
     config.out.mkdir(parents=True, exist_ok=True)
     models = parse_models(config.models, config.encoder_options, config.out / "models")
     store = CellStore(config.out)
+    if not config.redo:
+        check_settings(store, suites, tasks, models)
     cells = []
     for suite in suites:
         if any(t in suite.presets()["toy"] for t in tasks[suite.key]):
@@ -132,6 +158,7 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print) -> tuple
                     log = store.log_path(suite.key, task, model.label)
                     echo(f"{suite.name} {task} {model.label}: running (output in {log})")
                     cell = run_cell(suite, task, model, log)
+                    cell.settings = suite.cell_settings(model)
                     store.put(cell)
                     echo(f"{suite.name} {task} {model.label}: {_outcome(cell)}")
                 cells.append(cell)

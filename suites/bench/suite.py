@@ -4,12 +4,16 @@ and one model's scores on one task."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from maeast_embed.errors import ConfigError
+from maeast_embed.outpaths import safe_filename
 
 from .cells import Score
 from .models import BenchModel
@@ -52,6 +56,21 @@ class Suite:
 
     def accepts(self, task: str) -> bool:
         return task in self.known_set
+
+    def settings(self) -> dict[str, Any]:
+        """What this suite's scores depend on besides the task and the model (its options)."""
+        return {}
+
+    def cell_settings(self, model: BenchModel) -> dict[str, Any]:
+        """Everything a cell's scores depend on but its names: kept in the cell, compared on resume."""
+        both = {"suite": self.settings(), "model": {"kind": model.kind, "options": model.options}}
+        return json.loads(json.dumps(both, sort_keys=True, default=str))
+
+    def work_folder(self, model: BenchModel) -> str:
+        """The name of the model's working folder in this suite (embeddings, experiments): its label
+        and a digest of `cell_settings`, so other settings never reuse this folder's work."""
+        digest = hashlib.sha256(json.dumps(self.cell_settings(model), sort_keys=True).encode()).hexdigest()
+        return f"{safe_filename(model.label)}-{digest[:8]}"
 
     def make_toy(self) -> None:
         """Write the toy tasks' data (small, generated, offline) under `self.out / 'toy'`."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from maeast_embed.checkpoint import resolve
-from maeast_embed.outpaths import safe_filename
 
 from .cells import Score
 from .models import BenchModel
@@ -55,6 +55,9 @@ class Superb(Suite):
     def presets(self) -> dict[str, list[str]]:
         return {"toy": [], "full": list(DATA)}
 
+    def settings(self) -> dict[str, Any]:
+        return {"steps": self.steps, "overrides": list(self.overrides)}
+
     def run(self, task: str, model: BenchModel) -> list[Score]:
         keys, fetch = DATA[task]
         paths = {key: self.data / name for key, name in keys.items()}
@@ -65,7 +68,7 @@ class Superb(Suite):
         return [Score("accuracy", sum(values) / len(values), values if len(values) > 1 else [])]
 
     def train_and_test(self, task: str, model: BenchModel, paths: dict[str, Path], fold: str | None) -> float:
-        exp = self.out / "superb" / "exp" / safe_filename(model.label) / (task + (f"-{fold}" if fold else ""))
+        exp = self.out / "superb" / "exp" / self.work_folder(model) / (task + (f"-{fold}" if fold else ""))
         overrides = [f"config.downstream_expert.datarc.{key}={path}" for key, path in paths.items()]
         if fold:
             overrides.append(f"config.downstream_expert.datarc.test_fold={fold}")
