@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from maeast_embed.checkpoint import DEFAULT_MODEL, load_model
-from maeast_embed.errors import ConfigError
+from maeast_embed.errors import AudioError, ConfigError
 from maeast_embed.features import Embedder, parse_layer, select_layers
 from maeast_embed.frontend import FRAME_SHIFT, SAMPLE_RATE
 from maeast_embed.model import MAEAST
@@ -108,3 +108,12 @@ def suite_model(model: MAEAST | str | os.PathLike = DEFAULT_MODEL, **options) ->
             raise ConfigError(f"the fbank baseline has no encoder, so no {', '.join(given)} option")
         return FbankBaseline()
     return SuiteModel(model, **options)
+
+
+def batch_frames(model: torch.nn.Module, audio: Tensor, expected: str) -> Tensor:
+    """A suite model's `frames` of a batch [B, T] of 16 kHz clips of one length, stacked
+    [B, T', D] on the audio's device; an AudioError saying `expected`, and what came, otherwise."""
+    if not isinstance(audio, Tensor) or audio.dim() != 2 or 0 in audio.shape:
+        shape = tuple(audio.shape) if isinstance(audio, Tensor) else type(audio).__name__
+        raise AudioError(f"{expected}, got {shape}")
+    return torch.stack(model.frames(list(audio))).to(audio.device)  # one length: one frame count

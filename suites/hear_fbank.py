@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from maeast_embed.errors import AudioError, ConfigError
+from maeast_embed.errors import ConfigError
 from maeast_embed.frontend import SAMPLE_RATE
 
 from .baselines import FbankBaseline
+from .engine import batch_frames
 
 
 class HearFbank(FbankBaseline):
@@ -29,19 +30,16 @@ def load_model(model_file_path: str = "", **options) -> HearFbank:
 
 
 def _frames(audio: Tensor, model: HearFbank) -> Tensor:
-    if not isinstance(audio, Tensor) or audio.dim() != 2 or 0 in audio.shape:
-        shape = tuple(audio.shape) if isinstance(audio, Tensor) else type(audio).__name__
-        raise AudioError(f"expected float32 audio [n_sounds, n_samples] at {SAMPLE_RATE} Hz, got {shape}")
-    return torch.stack(model.frames(list(audio)))  # one length: one frame count
+    return batch_frames(model, audio, f"expected float32 audio [n_sounds, n_samples] at {SAMPLE_RATE} Hz")
 
 
 @torch.no_grad()
 def get_timestamp_embeddings(audio: Tensor, model: HearFbank) -> tuple[Tensor, Tensor]:
     frames = _frames(audio, model)
     times = model.first_centre_ms + model.hop_size_in_ms * torch.arange(frames.shape[1], dtype=torch.float32)
-    return frames.to(audio.device), times.repeat(audio.shape[0], 1).to(audio.device)
+    return frames, times.repeat(audio.shape[0], 1).to(audio.device)
 
 
 @torch.no_grad()
 def get_scene_embeddings(audio: Tensor, model: HearFbank) -> Tensor:
-    return _frames(audio, model).mean(1).to(audio.device)
+    return _frames(audio, model).mean(1)

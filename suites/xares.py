@@ -8,14 +8,12 @@ TorchCodec and FFmpeg); the module defines no other name ending in "Encoder", as
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from maeast_embed.errors import AudioError
 from maeast_embed.frontend import SAMPLE_RATE
 
 from .baselines import FbankBaseline
-from .engine import SuiteModel
+from .engine import SuiteModel, batch_frames
 
 __all__ = ["MaeAstEncoder"]
 
@@ -26,10 +24,7 @@ class _XaresForward:
     sampling_rate = SAMPLE_RATE
 
     def forward(self, wave: Tensor) -> Tensor:
-        if not isinstance(wave, Tensor) or wave.dim() != 2 or 0 in wave.shape:
-            shape = tuple(wave.shape) if isinstance(wave, Tensor) else type(wave).__name__
-            raise AudioError(f"expected a batch of 16 kHz mono waveforms [B, T], got {shape}")
-        return torch.stack(self.frames(list(wave))).to(wave.device)  # one length: one frame count
+        return batch_frames(self, wave, "expected a batch of 16 kHz mono waveforms [B, T]")
 
 
 class MaeAstEncoder(_XaresForward, SuiteModel):
