@@ -31,9 +31,13 @@ def table_rows(cells: list[Cell]) -> dict[Row, dict[str, Any]]:
     return rows
 
 
-def mean_ranks(rows: dict[Row, dict[str, Any]], models: list[str]) -> dict[str, float | None]:
-    ranks = {m: [r[m]["rank"] for r in rows.values() if m in r] for m in models}
-    return {m: (sum(v) / len(v) if v else None) for m, v in ranks.items()}
+def mean_ranks(rows: dict[Row, dict[str, Any]], models: list[str]) -> dict[str, dict[str, float | None]]:
+    """suite -> model -> the model's mean rank over that suite's rows (None: no score there)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for suite in dict.fromkeys(suite for suite, _, _ in rows):
+        ranks = {m: [r[m]["rank"] for (s, _, _), r in rows.items() if s == suite and m in r] for m in models}
+        out[suite] = {m: (sum(v) / len(v) if v else None) for m, v in ranks.items()}
+    return out
 
 
 def _fmt(entry: dict[str, Any] | None, cell: Cell | None) -> str:
@@ -44,7 +48,7 @@ def _fmt(entry: dict[str, Any] | None, cell: Cell | None) -> str:
 
 
 def markdown(cells: list[Cell], rows: dict[Row, dict[str, Any]], models: list[str],
-             suite_names: dict[str, str]) -> str:
+             suite_names: dict[str, str], ranks: dict[str, dict[str, float | None]]) -> str:
     by_key = {(c.suite, c.task, c.model): c for c in cells}
     lines = []
     for suite in dict.fromkeys(c.suite for c in cells):
@@ -57,8 +61,8 @@ def markdown(cells: list[Cell], rows: dict[Row, dict[str, Any]], models: list[st
                 values = [_fmt(rows.get((suite, task, metric), {}).get(m), by_key.get((suite, task, m)))
                           for m in models]
                 lines.append(f"| {task} | {metric} | " + " | ".join(values) + " |")
-        ranks = mean_ranks({k: v for k, v in rows.items() if k[0] == suite}, models)
-        shown = ("-" if r is None else f"{r:.2f}" for r in ranks.values())
+        mean = ranks.get(suite, {})
+        shown = ("-" if mean.get(m) is None else f"{mean[m]:.2f}" for m in models)
         lines.append("| **mean rank** | | " + " | ".join(shown) + " |")
         lines.append("")
     lines += ["### Time (seconds, encoding and evaluation)", "",
@@ -138,18 +142,18 @@ def plot(rows: dict[Row, dict[str, Any]], models: list[str], path: Path) -> None
 def write_reports(out: Path, cells: list[Cell], models: list[str], suite_names: dict[str, str],
                   meta: dict[str, Any]) -> dict[str, Path]:
     rows = table_rows(cells)
+    ranks = mean_ranks(rows, models)
     data = {
         **meta,
         "models": models,
         "suite_seconds": suite_seconds(cells),
-        "mean_rank": {s: mean_ranks({k: v for k, v in rows.items() if k[0] == s}, models)
-                      for s in dict.fromkeys(c.suite for c in cells)},
+        "mean_rank": {s: ranks.get(s, dict.fromkeys(models)) for s in dict.fromkeys(c.suite for c in cells)},
         "table": [{"suite": s, "task": t, "metric": m, "models": v} for (s, t, m), v in rows.items()],
         "cells": [c.to_json() for c in cells],
     }
     paths = {kind: out / f"bench.{kind}" for kind in ("json", "md", "csv", "png")}
-    texts = {"json": json.dumps(data, indent=1) + "\n", "md": markdown(cells, rows, models, suite_names),
-             "csv": csv_text(cells, rows)}
+    texts = {"json": json.dumps(data, indent=1) + "\n", "csv": csv_text(cells, rows),
+             "md": markdown(cells, rows, models, suite_names, ranks)}
     for kind, text in texts.items():
         with atomic_open(paths[kind], "w") as handle:
             handle.write(text)

@@ -112,20 +112,20 @@ def run_cell(suite: Suite, task: str, model: BenchModel, log: Path) -> Cell:
     return cell
 
 
-def check_settings(store: CellStore, suites: list[Suite], tasks: dict[str, list[str]],
-                   models: list[BenchModel]) -> None:
+def check_settings(stored: dict[tuple[str, str, str], Cell | None], suites: list[Suite],
+                   models: list[BenchModel], out: Path) -> None:
     """Refuse to resume over scores made with other settings (encoder options, a suite's grid or
     steps): the table would mix them. `--redo` replaces them; another `-o` keeps both."""
-    for suite in suites:
-        for task in tasks[suite.key]:
-            for model in models:
-                cell = store.get(suite.key, task, model.label)
-                wanted = suite.cell_settings(model)
-                if cell is not None and cell.status == "ok" and cell.settings != wanted:
-                    changed = ", ".join(_changes(cell.settings, wanted))
-                    raise ConfigError(
-                        f"{store.root.parent} holds {suite.name} {task} {model.label} scored with other "
-                        f"settings ({changed}); use another output folder, or --redo to replace every result")
+    by_key = {suite.key: suite for suite in suites}
+    by_label = {model.label: model for model in models}
+    for (suite_key, task, label), cell in stored.items():
+        suite = by_key[suite_key]
+        wanted = suite.cell_settings(by_label[label])
+        if cell is not None and cell.status == "ok" and cell.settings != wanted:
+            changed = ", ".join(_changes(cell.settings, wanted))
+            raise ConfigError(
+                f"{out} holds {suite.name} {task} {label} scored with other settings ({changed}); use "
+                "another output folder, or --redo to replace every result")
 
 
 def _changes(old: Any, new: Any, key: str = "") -> list[str]:
@@ -143,15 +143,16 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print) -> tuple
     config.out.mkdir(parents=True, exist_ok=True)
     models = parse_models(config.models, config.encoder_options, config.out / "models")
     store = CellStore(config.out)
-    if not config.redo:
-        check_settings(store, suites, tasks, models)
+    stored = {} if config.redo else {(s.key, t, m.label): store.get(s.key, t, m.label)
+                                      for s in suites for t in tasks[s.key] for m in models}
+    check_settings(stored, suites, models, config.out)
     cells = []
     for suite in suites:
         if any(t in suite.presets()["toy"] for t in tasks[suite.key]):
             suite.make_toy()
         for task in tasks[suite.key]:
             for model in models:
-                cell = None if config.redo else store.get(suite.key, task, model.label)
+                cell = stored.get((suite.key, task, model.label))
                 if cell is not None and cell.status == "ok":
                     echo(f"{suite.name} {task} {model.label}: done before")
                 else:

@@ -78,12 +78,13 @@ class Xares(Suite):
         install_shims()
         base = FbankXares if model.kind == "fbank" else MaeAstEncoder
         options = {} if model.kind == "fbank" else model.options
-        bare = task_config(module)(None)  # the task's data checked before the model is loaded
+        make_config = task_config(module)
+        bare = make_config(None)  # the task's data checked before the model is loaded
         ready = self.workdir / "env" / bare.name / bare.xares_settings.audio_ready_filename
         if not bare.private and not ready.is_file():
             raise MissingData(f"maeast-embed xares run {task} --to-stage 0 --workdir {self.workdir}")
         encoder_type = type(encoder_class_name(model.options), (base,), {})
-        config = task_config(module)(encoder_type(**options))
+        config = make_config(encoder_type(**options))
         config.env_root = str(self.workdir / "env")
         config.force_retrain_mlp = True  # a killed run's best checkpoint is not a trained MLP
         try:
