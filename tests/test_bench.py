@@ -340,6 +340,8 @@ def test_cells_stay_under_the_folder_and_names_that_look_alike_are_not_confused(
     for name in ("..", "../../escape", "/etc/passwd", "org/model"):
         path = store.path("hear", name, name)
         assert path.is_relative_to(tmp_path / "cells") and ".." not in path.relative_to(tmp_path).parts
+        log = store.log_path("hear", name, name)
+        assert log.is_relative_to(tmp_path / "logs") and ".." not in log.relative_to(tmp_path).parts
     store.put(cell("org/model", 0.5))
     assert store.get("fake", "t", "org_model") is None  # not the other model's result
     store.put(cell("org_model", 0.25))
